@@ -1,0 +1,149 @@
+"""Face detection (facenet-pytorch MTCNN) and five-point alignment.
+
+One photo -> one usable face, or a reason why not. Reasons are data, not exceptions:
+the service turns them into REJECT answers, evaluation into a centre-crop fallback.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+# The five-point template of ArcFace/InsightFace for a 112x112 crop: left eye, right eye,
+# nose tip, left and right mouth corners (x, y). Scaled for other sizes.
+TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+
+
+class Reason(str, enum.Enum):
+    OK = "OK"
+    NO_FACE = "NO_FACE"
+    MULTIPLE_FACES = "MULTIPLE_FACES"
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    crop_size: int = 112
+    min_detect_px: int = 20            # MTCNN's smallest face searched for
+    min_face_px: int = 40              # a face whose box side is smaller is FACE_TOO_SMALL
+    min_prob: float = 0.90             # detections below this are ignored
+    multiple_ratio: float = 0.6        # another face with >= this share of the chosen face's area -> MULTIPLE_FACES
+    pad_retry: float = 0.3             # no face found: pad each side by this share and try again (tight ID scans)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+
+@dataclass
+class FaceAlignment:
+    reason: Reason
+    crop: np.ndarray | None = None          # crop_size x crop_size x 3 uint8, RGB
+    box: np.ndarray | None = None           # x1, y1, x2, y2 in the photo's pixels
+    landmarks: np.ndarray | None = None     # 5 x 2
+    prob: float = 0.0
+    faces: int = 0                          # confident detections in the photo
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src -> dst (Umeyama)."""
+    src = src.astype(np.float64)
+    dst = dst.astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m.astype(np.float32)
+
+
+def warp_to_template(img: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    m = similarity_transform(landmarks, TEMPLATE_112 * (size / 112.0))
+    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def centre_crop(img: np.ndarray, size: int = 112, share: float = 0.55) -> np.ndarray:
+    """The evaluation fallback for a photo with no face found (CONTRACT.md): the central square
+    of side `share` x the short side, resized to the crop size. For LFW's 250x250 photos this is
+    the central 137 px, where the face sits."""
+    h, w = img.shape[:2]
+    side = max(1, int(round(min(h, w) * share)))
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+class FaceAligner:
+    """MTCNN on one photo; picks the largest, most central face and aligns it to the template."""
+
+    def __init__(self, config: AlignConfig = AlignConfig(), device: str | torch.device = "cpu"):
+        from facenet_pytorch import MTCNN  # heavy import, kept out of module import time
+
+        self.config = config
+        self.mtcnn = MTCNN(
+            keep_all=True, min_face_size=config.min_detect_px, thresholds=list(config.thresholds),
+            post_process=False, device=device,
+        )
+
+    def _detect(self, img: np.ndarray):
+        with torch.inference_mode():
+            boxes, probs, points = self.mtcnn.detect(img, landmarks=True)
+        if boxes is None:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        keep = probs >= self.config.min_prob
+        return boxes[keep].astype(np.float32), probs[keep].astype(np.float32), points[keep].astype(np.float32)
+
+    def detect(self, img: np.ndarray):
+        """All confident faces: boxes (N,4), probs (N,), landmarks (N,5,2), in the photo's pixels.
+
+        A tight crop (an ID-card scan whose face fills the frame) often hides the face from
+        MTCNN's proposal net, so with no face found the photo is padded and searched again."""
+        boxes, probs, points = self._detect(img)
+        if len(boxes) == 0 and self.config.pad_retry > 0:
+            h, w = img.shape[:2]
+            py, px = int(h * self.config.pad_retry), int(w * self.config.pad_retry)
+            padded = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            boxes, probs, points = self._detect(padded)
+            if len(boxes):
+                boxes = boxes - np.array([px, py, px, py], np.float32)
+                points = points - np.array([px, py], np.float32)
+        return boxes, probs, points
+
+    def align(self, img: np.ndarray) -> FaceAlignment:
+        cfg = self.config
+        boxes, probs, points = self.detect(img)
+        if len(boxes) == 0:
+            return FaceAlignment(Reason.NO_FACE, detail="no face found")
+        h, w = img.shape[:2]
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+        off = np.linalg.norm((centres - [w / 2, h / 2]) / [w, h], axis=1)  # 0 at the centre, ~0.7 in a corner
+        score = areas * (1.0 - off)
+        i = int(np.argmax(score))
+        result = FaceAlignment(
+            Reason.OK, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
+        )
+        result.crop = warp_to_template(img, points[i], cfg.crop_size)
+        others = np.delete(areas, i)
+        if sides[i] < cfg.min_face_px:
+            result.reason = Reason.FACE_TOO_SMALL
+            result.detail = f"face of {sides[i]:.0f} px, below {cfg.min_face_px} px"
+        elif len(others) and others.max() >= cfg.multiple_ratio * areas[i]:
+            result.reason = Reason.MULTIPLE_FACES
+            result.detail = f"{1 + int((others >= cfg.multiple_ratio * areas[i]).sum())} faces of similar size"
+        return result

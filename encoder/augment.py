@@ -1,0 +1,81 @@
+"""Batch augmentation of aligned crops, in torch (runs where the model runs).
+
+Pose (rotation, scale, shift, mirror), colour (brightness, contrast, saturation, grey), low
+resolution, low light (gamma) and sensor noise: the door camera's conditions, on photos that
+were taken in better ones."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .face_encoder import MEAN, STD
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.06
+    flip: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.5
+    grey: float = 0.15
+    low_res: float = 0.2
+    low_res_px: tuple[int, int] = (16, 40)
+    dark: float = 0.1
+    gamma: tuple[float, float] = (1.5, 2.8)
+    noise: float = 0.1
+    noise_sigma: float = 8.0
+
+
+def augment(crops: torch.Tensor, size: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """uint8 B x S x S x 3 crops -> normalised B x 3 x size x size encoder input, augmented."""
+    x = crops.permute(0, 3, 1, 2).float()
+    b, dev = x.shape[0], x.device
+
+    def u(lo, hi, n=b):
+        return torch.rand(n, generator=gen, device=dev) * (hi - lo) + lo
+
+    def coin(p):
+        return torch.rand(b, generator=gen, device=dev) < p
+
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    # pose: one affine warp per photo
+    ang = u(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
+    sc = 1.0 / u(*cfg.scale)
+    sx = torch.where(coin(cfg.flip), -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0] = sc * torch.cos(ang) * sx
+    theta[:, 0, 1] = -sc * torch.sin(ang)
+    theta[:, 1, 0] = sc * torch.sin(ang) * sx
+    theta[:, 1, 1] = sc * torch.cos(ang)
+    theta[:, :, 2] = (torch.rand(b, 2, generator=gen, device=dev) * 2 - 1) * cfg.shift * 2
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # colour
+    x = x * u(1 - cfg.brightness, 1 + cfg.brightness)[:, None, None, None]
+    grey = x.mul(torch.tensor([0.299, 0.587, 0.114], device=dev)[None, :, None, None]).sum(1, keepdim=True)
+    m = grey.mean((2, 3), keepdim=True)
+    x = (x - m) * u(1 - cfg.contrast, 1 + cfg.contrast)[:, None, None, None] + m
+    x = grey + (x - grey) * u(1 - cfg.saturation, 1 + cfg.saturation)[:, None, None, None]
+    x = torch.where(coin(cfg.grey)[:, None, None, None], grey.expand_as(x), x)
+    x = x.clamp(0, 255)
+    # low resolution: down to a few dozen pixels and back
+    lr = coin(cfg.low_res)
+    if lr.any():
+        px = int(torch.randint(cfg.low_res_px[0], cfg.low_res_px[1] + 1, (1,), generator=gen).item())
+        small = F.interpolate(x[lr], size=(px, px), mode="bilinear", antialias=True, align_corners=False)
+        x[lr] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    # low light: gamma darkening, then sensor noise
+    dk = coin(cfg.dark)
+    if dk.any():
+        g = u(*cfg.gamma, n=int(dk.sum()))[:, None, None, None]
+        x[dk] = 255.0 * (x[dk] / 255.0) ** g
+    nz = coin(cfg.noise)
+    if nz.any():
+        x[nz] = x[nz] + torch.randn(x[nz].shape, generator=gen, device=dev) * cfg.noise_sigma
+    return (x.clamp(0, 255) - MEAN) / STD

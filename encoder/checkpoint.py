@@ -1,0 +1,123 @@
+"""Encoder checkpoints: one file that loads with no other (nanoGPT's checkpoint dict).
+
+A shipped checkpoint holds: the encoder config, the weights (float16 to keep it small; they
+are loaded back into float32), the preprocessing, a version string, the training data and
+config, the default threshold (calibrated for a target FAR) and evaluation results.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from .align import AlignConfig
+from .face_encoder import MEAN, STD, EncoderConfig, FaceEncoder
+
+FORMAT = "facegate-encoder/1"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def preprocessing_info(config: EncoderConfig, align: AlignConfig = AlignConfig()) -> dict:
+    return {
+        "detector": "facenet-pytorch MTCNN",
+        "alignment": f"5-point similarity transform to the ArcFace template, {align.crop_size}x{align.crop_size}",
+        "crop_size": align.crop_size,
+        "input_size": config.input_size,
+        "resize": "bilinear, antialiased",
+        "normalise": {"mean": MEAN, "std": STD},
+        "channels": "RGB",
+    }
+
+
+def weights_digest(state_dict: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def save_checkpoint(path: str | Path, model: FaceEncoder, *, name: str, threshold: float | None = None,
+                    threshold_info: dict | None = None, training: dict | None = None,
+                    metrics: dict | None = None, half: bool = True) -> dict:
+    """Write atomically; the version is '<name>-<digest of the weights>', so two different
+    encoders never share a version tag."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+          for k, v in model.state_dict().items()}
+    version = f"{name}-{weights_digest(sd)}"
+    ckpt = {
+        "format": FORMAT,
+        "version": version,
+        "config": model.config.to_dict(),
+        "state_dict": sd,
+        "preprocessing": preprocessing_info(model.config),
+        "threshold": threshold,
+        "threshold_info": threshold_info or {},
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return ckpt
+
+
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[FaceEncoder, dict]:
+    """-> (model in eval mode, the checkpoint dict without its weights). Only tensors and plain
+    types are unpickled (weights_only=True): a checkpoint file is never trusted with code."""
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
+    cfg = ckpt["config"]
+    model = FaceEncoder(EncoderConfig(**{**cfg, "backbone_args": _tuples(cfg.get("backbone_args", {}))}))
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit its config: {e}") from None
+    model.to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
+                         threshold_info: dict | None = None, metrics: dict | None = None) -> None:
+    """Store a calibrated default threshold and/or evaluation results in a checkpoint file.
+    The weights, and so the version, are unchanged."""
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
+    if threshold is not None:
+        ckpt["threshold"] = float(threshold)
+        ckpt["threshold_info"] = threshold_info or {}
+    if metrics:
+        ckpt["metrics"] = {**ckpt.get("metrics", {}), **metrics}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

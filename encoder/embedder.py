@@ -1,0 +1,60 @@
+"""Photo -> aligned face -> 128-d embedding: the aligner and the encoder together."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .align import AlignConfig, FaceAligner, FaceAlignment, centre_crop
+from .checkpoint import load_checkpoint
+from .face_encoder import FaceEncoder, preprocess
+
+
+@dataclass
+class Embedding:
+    alignment: FaceAlignment
+    vector: np.ndarray | None      # 128 float32, unit length; None when no usable face
+
+
+class Embedder:
+    def __init__(self, model: FaceEncoder, meta: dict, aligner: FaceAligner | None = None, device="cpu"):
+        self.model = model.eval()
+        self.meta = meta
+        self.version: str = meta.get("version", "unversioned")
+        self.device = torch.device(device)
+        crop = meta.get("preprocessing", {}).get("crop_size", 112)
+        self.aligner = aligner or FaceAligner(AlignConfig(crop_size=crop), device=device)
+
+    @classmethod
+    def from_checkpoint(cls, path=None, device="cpu") -> "Embedder":
+        model, meta = load_checkpoint(path, device)
+        return cls(model, meta, device=device)
+
+    @property
+    def default_threshold(self) -> float | None:
+        return self.meta.get("threshold")
+
+    @torch.inference_mode()
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Aligned uint8 crops (B x S x S x 3) -> B x 128 float32."""
+        x = preprocess(crops, self.model.config.input_size).to(self.device)
+        return self.model(x).float().cpu().numpy()
+
+    def align(self, img: np.ndarray) -> FaceAlignment:
+        return self.aligner.align(img)
+
+    def embed(self, img: np.ndarray, accept_any_face: bool = False) -> Embedding:
+        """The service's rule: only a usable face is embedded (reason OK). With `accept_any_face`,
+        a face flagged MULTIPLE_FACES or FACE_TOO_SMALL is embedded too (evaluation, enrollment review)."""
+        a = self.aligner.align(img)
+        if a.crop is None or (not a.ok and not accept_any_face):
+            return Embedding(a, None)
+        return Embedding(a, self.embed_crops(a.crop[None])[0])
+
+    def embed_for_evaluation(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
+        """CONTRACT.md's evaluation rule: the chosen face, or a centre crop when none is found.
+        Returns (vector, face_found)."""
+        a = self.aligner.align(img)
+        crop = a.crop if a.crop is not None else centre_crop(img, self.aligner.config.crop_size)
+        return self.embed_crops(crop[None])[0], a.crop is not None

@@ -1,0 +1,124 @@
+"""eval-pairs and calibrate: embed every photo of a pair list once, then score the pairs.
+
+Timing follows CONTRACT.md: one thread, batch 1, the median per photo with the first few
+photos (warm-up) left out; detection+alignment and embedding are timed separately.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .align import centre_crop
+from .embedder import Embedder
+from .images import decode_image
+from .pair_metrics import pair_report, roc, threshold_at_far
+
+WARMUP = 5
+
+
+@dataclass
+class PairList:
+    a: list[str]
+    b: list[str]
+    same: np.ndarray
+    folds: np.ndarray
+
+    @staticmethod
+    def read(path: str | Path) -> "PairList":
+        a, b, same, folds = [], [], [], []
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{n}: expected path_a<TAB>path_b<TAB>same<TAB>fold, got {len(parts)} fields")
+            a.append(parts[0]); b.append(parts[1]); same.append(int(parts[2])); folds.append(int(parts[3]))
+        if not a:
+            raise ValueError(f"{path}: no pairs")
+        return PairList(a, b, np.array(same, bool), np.array(folds))
+
+
+@dataclass
+class PhotoEmbeddings:
+    vectors: dict[str, np.ndarray]
+    no_face: int
+    sec_per_detect: float
+    sec_per_embed: float
+
+
+def embed_photos(embedder: Embedder, root: str | Path, paths: list[str], threads: int = 1,
+                 desc: str = "embed") -> PhotoEmbeddings:
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    vectors, no_face, t_det, t_emb = {}, 0, [], []
+    try:
+        for p in tqdm(paths, desc=desc, unit="photo", file=sys.stderr):
+            img = decode_image(Path(root) / p)
+            t0 = time.perf_counter()
+            a = embedder.align(img)
+            t1 = time.perf_counter()
+            if a.crop is None:
+                no_face += 1
+                crop = centre_crop(img, embedder.aligner.config.crop_size)
+            else:
+                crop = a.crop
+            t2 = time.perf_counter()
+            vectors[p] = embedder.embed_crops(crop[None])[0]
+            t3 = time.perf_counter()
+            t_det.append(t1 - t0)
+            t_emb.append(t3 - t2)
+    finally:
+        torch.set_num_threads(prev)
+    skip = WARMUP if len(paths) > 2 * WARMUP else 0
+    return PhotoEmbeddings(vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:])))
+
+
+def pair_distances(pairs: PairList, emb: PhotoEmbeddings) -> np.ndarray:
+    a = np.stack([emb.vectors[p] for p in pairs.a])
+    b = np.stack([emb.vectors[p] for p in pairs.b])
+    return np.linalg.norm(a - b, axis=1)
+
+
+def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) -> dict:
+    pairs = PairList.read(pairs_path)
+    photos = sorted(set(pairs.a) | set(pairs.b))
+    emb = embed_photos(embedder, root, photos)
+    dist = pair_distances(pairs, emb)
+    report = pair_report(dist, pairs.same, pairs.folds)
+    report.update({
+        "images": len(photos), "no_face": emb.no_face,
+        "sec_per_detect": round(emb.sec_per_detect, 5), "sec_per_embed": round(emb.sec_per_embed, 5),
+        "sec_per_image": round(emb.sec_per_detect + emb.sec_per_embed, 5),
+        "encoder_version": embedder.version,
+    })
+    if plot:
+        from .pair_metrics import plot_roc
+
+        _, far, tar = roc(dist, pairs.same)
+        plot_roc({f"facegate {embedder.version}": (far, tar)}, plot, title=f"ROC on {Path(pairs_path).name}")
+        report["plot"] = str(plot)
+    return report
+
+
+def calibrate(embedder: Embedder, pairs_path, root, target_far: float) -> dict:
+    pairs = PairList.read(pairs_path)
+    if pairs.same.all() or not pairs.same.any():
+        raise ValueError(f"{pairs_path}: calibration needs both genuine and impostor pairs")
+    if target_far * (~pairs.same).sum() < 1:
+        print(f"warning: {(~pairs.same).sum()} impostor pairs cannot resolve FAR {target_far}; "
+              f"the threshold admits no impostor at all", file=sys.stderr)
+    photos = sorted(set(pairs.a) | set(pairs.b))
+    emb = embed_photos(embedder, root, photos, desc="calibrate")
+    dist = pair_distances(pairs, emb)
+    t, far, tar = threshold_at_far(dist, pairs.same, target_far)
+    return {"threshold": round(t, 4), "far": round(far, 6), "tar": round(tar, 4), "target_far": target_far,
+            "genuine_pairs": int(pairs.same.sum()), "impostor_pairs": int((~pairs.same).sum()),
+            "images": len(photos), "no_face": emb.no_face, "encoder_version": embedder.version}

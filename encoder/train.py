@@ -1,0 +1,309 @@
+"""Triplet-loss training of the face encoder, with optional distillation from a teacher.
+
+The loss is FaceNet's triplet loss on P identities x K photos, online-mined (semi-hard or
+batch-hard). With teacher embeddings in the crop cache, each batch also carries `extra`
+photos drawn from everything (unlabelled faces included) and the student is pulled towards
+the teacher: cosine to the teacher's embedding of the same photo, and the batch's pairwise
+similarities towards the teacher's (relational distillation). With about ten thousand
+labelled photos, the teacher's geometry over many faces is what makes the encoder generalise.
+
+Resumable: `last.pt` in the run folder holds the weights, optimiser, step and configs, and is
+written atomically every `ckpt_every` steps; every random draw is a function of (seed, step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .augment import AugmentConfig, augment
+from .crop_cache import CropCache
+from .face_encoder import EncoderConfig, FaceEncoder, preprocess
+from .face_folders import UNLABELLED
+from .miners import create_miner
+from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
+from .pk_sampler import PKSampler
+from .triplet_margin_loss import TripletMarginLoss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    p: int = 32                   # identities per batch
+    k: int = 4                    # photos per identity
+    extra: int = 96               # photos drawn from everything (distillation only needs no label)
+    steps: int = 6000
+    lr: float = 2e-3
+    min_lr: float = 2e-5
+    warmup: int = 200
+    weight_decay: float = 5e-4
+    margin: float = 0.2
+    miner: str = "semihard"
+    w_triplet: float = 1.0
+    w_distill: float = 1.0        # 1 - cos(student, teacher) per photo
+    w_relation: float = 4.0       # MSE between the batch's student and teacher similarity matrices
+    val_share: float = 0.05       # share of labelled identities held out of training, for validation
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 250
+    eval_every: int = 500
+    device: str = "cpu"
+    amp: bool = True              # mixed precision on CUDA (ignored on the CPU)
+    threads: int = 0              # torch threads on the CPU; 0 = torch's default
+
+    @staticmethod
+    def from_dict(d: dict) -> "TrainConfig":
+        d = dict(d)
+        enc = d.pop("encoder", {})
+        enc = EncoderConfig(**{**enc, "backbone_args": {k: tuple(v) if isinstance(v, list) else v
+                                                         for k, v in enc.get("backbone_args", {}).items()}})
+        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
+        return TrainConfig(encoder=enc, augment=aug, **d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def _held_out(identity: str, share: float) -> bool:
+    return identity != UNLABELLED and (zlib.crc32(identity.encode()) % 10_000) < share * 10_000
+
+
+@dataclass
+class TrainData:
+    crops: torch.Tensor              # N x S x S x 3 uint8
+    labels: torch.Tensor             # N, -1 = unlabelled
+    teacher: torch.Tensor | None     # N x 128 or None
+    train_idx: np.ndarray            # rows used for training
+    val_pairs: np.ndarray            # M x 3: row a, row b, same
+    identities: list[str]
+
+    @staticmethod
+    def from_cache(cache: CropCache, cfg: TrainConfig) -> "TrainData":
+        names = sorted({i for i in cache.identities if i != UNLABELLED})
+        ids = {n: j for j, n in enumerate(names)}
+        labels = np.array([ids.get(i, -1) for i in cache.identities], np.int64)
+        held = np.array([_held_out(i, cfg.val_share) for i in cache.identities])
+        train_idx = np.nonzero(~held)[0]
+        return TrainData(
+            crops=torch.from_numpy(np.array(cache.crops)),  # into memory, writable
+            labels=torch.from_numpy(labels),
+            teacher=None if cache.teacher is None else torch.from_numpy(cache.teacher),
+            train_idx=train_idx,
+            val_pairs=make_val_pairs(labels, np.nonzero(held)[0], cfg.seed),
+            identities=names,
+        )
+
+
+def make_val_pairs(labels: np.ndarray, rows: np.ndarray, seed: int, per_identity: int = 10,
+                   impostor_factor: int = 4) -> np.ndarray:
+    """Genuine pairs within each held-out identity (at most `per_identity`), and
+    `impostor_factor` times as many random impostor pairs among the same rows."""
+    rng = np.random.default_rng(seed)
+    by = {}
+    for r in rows:
+        by.setdefault(int(labels[r]), []).append(int(r))
+    gen = []
+    for rs in by.values():
+        pairs = [(a, b) for i, a in enumerate(rs) for b in rs[i + 1:]]
+        for j in rng.permutation(len(pairs))[:per_identity]:
+            gen.append((*pairs[j], 1))
+    imp = []
+    rows = np.asarray(rows)
+    while len(imp) < impostor_factor * len(gen) and len(by) > 1:
+        a, b = rng.choice(rows, 2, replace=False)
+        if labels[a] != labels[b]:
+            imp.append((int(a), int(b), 0))
+    return np.array(gen + imp, np.int64).reshape(-1, 3)
+
+
+@torch.no_grad()
+def embed_crops(model: FaceEncoder, crops: torch.Tensor, batch: int = 256, device="cpu") -> torch.Tensor:
+    model.eval()
+    out = [model(preprocess(crops[i:i + batch], model.config.input_size).to(device)).float().cpu()
+           for i in range(0, len(crops), batch)]
+    return torch.cat(out) if out else torch.zeros(0, model.config.embedding_dim)
+
+
+def evaluate(model: FaceEncoder, data: TrainData, device="cpu") -> dict:
+    """Verification on the held-out identities' pairs (never trained on)."""
+    if len(data.val_pairs) == 0:
+        return {}
+    rows = np.unique(data.val_pairs[:, :2])
+    pos = {r: i for i, r in enumerate(rows)}
+    e = embed_crops(model, data.crops[torch.from_numpy(rows)], device=device)
+    a = e[[pos[r] for r in data.val_pairs[:, 0]]]
+    b = e[[pos[r] for r in data.val_pairs[:, 1]]]
+    dist = (a - b).norm(dim=1).numpy()
+    same = data.val_pairs[:, 2].astype(bool)
+    _, far, tar = roc(dist, same)
+    t, acc = best_accuracy_threshold(dist, same)
+    out = {"val_pairs": int(len(same)), "val_acc": round(acc, 4), "val_auc": round(auc(far, tar), 4),
+           "val_tar@far=1e-2": round(tar_at_far(far, tar, 1e-2), 4), "val_threshold": round(t, 4)}
+    if data.teacher is not None:
+        ta, tb = data.teacher[data.val_pairs[:, 0]], data.teacher[data.val_pairs[:, 1]]
+        td = (ta - tb).norm(dim=1).numpy()
+        _, tfar, ttar = roc(td, same)
+        out["teacher_val_auc"] = round(auc(tfar, ttar), 4)
+    return out
+
+
+def _batch_rows(sampler_batch: list[int], data: TrainData, cfg: TrainConfig, step: int) -> np.ndarray:
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    extra = rng.choice(data.train_idx, cfg.extra, replace=False) if cfg.extra else np.zeros(0, np.int64)
+    return np.concatenate([np.asarray(sampler_batch, np.int64), extra])
+
+
+def train_step(model, optimizer, scaler, data: TrainData, rows: np.ndarray, cfg: TrainConfig, step: int,
+               miner, loss_fn, device) -> dict:
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    torch.manual_seed(cfg.seed * 7_919 + step)  # dropout: a function of the step, so a resumed run is the same run
+    idx = torch.from_numpy(rows)
+    x = augment(data.crops[idx], cfg.encoder.input_size, cfg.augment, gen).to(device, non_blocking=True)
+    labels = data.labels[idx].to(device)
+    for g in optimizer.param_groups:
+        g["lr"] = lr_at(step, cfg)
+    model.train()
+    use_amp = cfg.amp and device.type == "cuda"
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        e = model(x)
+    e = e.float()
+    triplets = miner(e, labels)
+    parts = {"triplet": loss_fn(e, labels, triplets)}
+    loss = cfg.w_triplet * parts["triplet"]
+    if data.teacher is not None and (cfg.w_distill or cfg.w_relation):
+        t = data.teacher[idx].to(device)
+        parts["distill"] = (1 - (e * t).sum(1)).mean()
+        off = ~torch.eye(len(rows), dtype=torch.bool, device=device)
+        parts["relation"] = F.mse_loss((e @ e.T)[off], (t @ t.T)[off])
+        loss = loss + cfg.w_distill * parts["distill"] + cfg.w_relation * parts["relation"]
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    out = {k: v.item() for k, v in parts.items()}
+    out["loss"] = loss.item()
+    out["triplets"] = int(len(triplets[0]))
+    return out
+
+
+def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, end_step, miner, loss_fn,
+                    device, bar, log) -> dict:
+    """Steps [start_step, end_step) of the current sampler epoch; checkpoints via `log`."""
+    sums, n = {}, 0
+    skip = start_step % cfg.eval_every
+    for i, batch in enumerate(sampler):
+        if i < skip:
+            continue
+        step = start_step + (i - skip)
+        if step >= end_step:
+            break
+        stats = train_step(model, optimizer, scaler, data, _batch_rows(batch, data, cfg, step), cfg, step,
+                           miner, loss_fn, device)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+        bar.update(1)
+        if (step + 1) % cfg.log_every == 0:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items() if k != "triplets"}, refresh=False)
+            log(step + 1, {"lr": lr_at(step, cfg), **stats})
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _atomic_torch_save(obj, path: Path):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,
+                 stop_at: int | None = None) -> tuple[FaceEncoder, dict]:
+    """Train (or resume) to cfg.steps; `stop_at` ends this run early at that step, as an
+    interruption would (tests use it to prove that a resumed run equals an uninterrupted one)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = TrainData.from_cache(cache, cfg)
+    model = FaceEncoder(cfg.encoder).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    step, history = 0, []
+    last = out / "last.pt"
+    if resume and last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if state["config"] != json.loads(json.dumps(asdict(cfg))):
+            raise ValueError(f"{last} was written with another config; use a new --out or --no-resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, history = state["step"], state["history"]
+        print(f"resumed from {last} at step {step}", file=sys.stderr)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    n_lab = int((data.labels[torch.from_numpy(data.train_idx)] >= 0).sum())
+    print(json.dumps({"train_photos": len(data.train_idx), "labelled": n_lab, "val_pairs": len(data.val_pairs),
+                      "teacher": data.teacher is not None,
+                      "params": sum(p.numel() for p in model.parameters())}), file=sys.stderr)
+    sampler = PKSampler(data.labels[torch.from_numpy(data.train_idx)].numpy(), cfg.p, cfg.k, cfg.eval_every, cfg.seed)
+    # the sampler draws positions in train_idx; map them back to cache rows
+    sampler.groups = [data.train_idx[g] for g in sampler.groups]
+    miner, loss_fn = create_miner(cfg.miner, cfg.margin), TripletMarginLoss(cfg.margin)
+    logf = open(out / "log.jsonl", "a")
+
+    def log(s, stats):
+        logf.write(json.dumps({"step": s, **{k: round(v, 6) if isinstance(v, float) else v
+                                            for k, v in stats.items()}}) + "\n")
+        logf.flush()
+        if s % cfg.ckpt_every == 0 or s == cfg.steps:
+            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scaler": scaler.state_dict(), "step": s, "history": history,
+                                "config": json.loads(json.dumps(asdict(cfg)))}, last)
+
+    t0 = time.time()
+    with tqdm(total=cfg.steps, initial=step, desc="train", unit="step", file=sys.stderr) as bar:
+        while step < min(cfg.steps, stop_at or cfg.steps):
+            epoch = step // cfg.eval_every
+            sampler.set_epoch(epoch)
+            end = min(cfg.steps, (epoch + 1) * cfg.eval_every, stop_at or cfg.steps)
+            stats = train_one_epoch(model, optimizer, scaler, data, sampler, cfg, step, end, miner, loss_fn,
+                                    device, bar, log)
+            step = end
+            if step % cfg.eval_every and step != cfg.steps:   # interrupted mid-epoch: save, no evaluation
+                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scaler": scaler.state_dict(), "step": step, "history": history,
+                                    "config": json.loads(json.dumps(asdict(cfg)))}, last)
+                break
+            metrics = evaluate(model, data, device)
+            history.append({"step": step, **{k: round(v, 5) for k, v in stats.items()}, **metrics})
+            print(json.dumps(history[-1]), file=sys.stderr)
+            log(step, {"eval": 1.0, **{k: float(v) for k, v in metrics.items()}})
+            if step % cfg.ckpt_every:
+                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scaler": scaler.state_dict(), "step": step, "history": history,
+                                    "config": json.loads(json.dumps(asdict(cfg)))}, last)
+    logf.close()
+    model.eval()
+    summary = {"steps": cfg.steps, "seconds_this_run": round(time.time() - t0, 1),
+               "final": history[-1] if history else {}, "history": history}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return model, summary

@@ -1,0 +1,262 @@
+"""The facegate command line (CONTRACT.md): `facegate COMMAND ... [--json]`.
+
+stdout holds the result (JSON with --json); progress and logs go to stderr. Exit codes:
+0 success, 1 a clean "no" (compare: not the same person), 2 an error, printed as
+{"error": {"code": "<gRPC status name>", "message": "..."}}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _emit(obj: dict, as_json: bool):
+    if as_json:
+        print(json.dumps(obj))
+    else:
+        for k, v in obj.items():
+            print(f"{k}: {v}")
+
+
+class _DataAction(argparse.Action):
+    """--data DIR [--people FILE]: a people list limits the --data folder given just before it."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        sets = getattr(ns, "data", None) or []
+        if option_string == "--people":
+            if not sets:
+                parser.error("--people must follow the --data folder it limits")
+            sets[-1]["people"] = value
+        else:
+            sets.append({"dir": value, "people": None})
+        ns.data = sets
+
+
+# ---------------------------------------------------------------------------------------- train
+def cmd_train(a) -> int:
+    from encoder.align import AlignConfig
+    from encoder.checkpoint import save_checkpoint
+    from encoder.crop_cache import CropCache, build_cache
+    from encoder.face_encoder import EncoderConfig
+    from encoder.face_folders import list_person_folders, list_unlabelled, read_people_list
+    from encoder.train import TrainConfig, run_training
+
+    if not a.data:
+        raise CliError("INVALID_ARGUMENT", "train needs at least one --data folder (one sub-folder per person)")
+    photos = []
+    for d in a.data:
+        people = read_people_list(d["people"]) if d["people"] else None
+        photos += list_person_folders(d["dir"], people)
+    for d in a.unlabelled or []:
+        photos += list_unlabelled(d)
+    base = {}
+    if a.config:
+        base = json.loads(Path(a.config).read_text())
+    enc = {**base.get("encoder", {}), **({"input_size": a.input_size} if a.input_size else {})}
+    if a.backbone:
+        enc["backbone"] = a.backbone
+    overrides = {k: v for k, v in {"steps": a.steps, "p": a.p, "k": a.k, "extra": a.extra, "lr": a.lr,
+                                   "miner": a.miner, "margin": a.margin, "device": a.device, "seed": a.seed,
+                                   "threads": a.threads, "eval_every": a.eval_every,
+                                   "ckpt_every": a.ckpt_every}.items() if v is not None}
+    cfg = TrainConfig.from_dict({**base, **overrides, "encoder": enc})
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("FAILED_PRECONDITION", f"--device {cfg.device} asked for, but CUDA is not available here")
+    print(f"{len(photos)} photos from {len(a.data)} labelled and {len(a.unlabelled or [])} unlabelled folders",
+          file=sys.stderr)
+    cache_dir = build_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher, workers=a.workers)
+    cache = CropCache(cache_dir)
+    model, summary = run_training(cfg, cache, a.out, resume=not a.no_resume)
+    training = {
+        "data": [{"dir": os.path.abspath(d["dir"]), "people": d["people"] and os.path.abspath(d["people"])}
+                 for d in a.data],
+        "unlabelled": [os.path.abspath(d) for d in a.unlabelled or []],
+        "photos": len(photos), "cached": len(cache),
+        "teacher": "dlib_resnet_v1 (face_recognition_models)" if a.teacher else None,
+        "config": json.loads((Path(a.out) / "config.json").read_text()),
+        "history": summary["history"],
+    }
+    export = Path(a.export) if a.export else Path(a.out) / "encoder.pt"
+    ckpt = save_checkpoint(export, model, name=a.name, training=training,
+                           metrics={"validation": summary["final"]})
+    _emit({"checkpoint": str(export), "version": ckpt["version"], "steps": cfg.steps, **summary["final"]}, True)
+    return 0
+
+
+# ------------------------------------------------------------------------------- eval / calibrate
+def _embedder(a):
+    from encoder.checkpoint import CheckpointError
+    from encoder.embedder import Embedder
+
+    try:
+        return Embedder.from_checkpoint(a.checkpoint)
+    except CheckpointError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+
+
+def _check_pairs(a):
+    if not Path(a.pairs).is_file():
+        raise CliError("INVALID_ARGUMENT", f"pair list {a.pairs} does not exist")
+    if not Path(a.root).is_dir():
+        raise CliError("INVALID_ARGUMENT", f"--root {a.root} is not a folder")
+
+
+def cmd_eval_pairs(a) -> int:
+    from encoder.checkpoint import record_in_checkpoint
+    from encoder.pair_eval import eval_pairs
+
+    _check_pairs(a)
+    emb = _embedder(a)
+    report = eval_pairs(emb, a.pairs, a.root, plot=a.plot)
+    if a.record:
+        record_in_checkpoint(a.checkpoint, metrics={a.record: {**report, "pair_list": Path(a.pairs).name}})
+    _emit(report, a.json)
+    return 0
+
+
+def cmd_calibrate(a) -> int:
+    from encoder.checkpoint import record_in_checkpoint
+    from encoder.pair_eval import calibrate
+
+    _check_pairs(a)
+    if not 0 < a.target_far < 1:
+        raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
+    emb = _embedder(a)
+    res = calibrate(emb, a.pairs, a.root, a.target_far)
+    res = {**res, "site": a.site, "profile": a.profile, "pair_list": Path(a.pairs).name}
+    if a.data_dir:
+        from service.thresholds import ThresholdStore
+
+        ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"],
+                                       far=res["far"], tar=res["tar"], target_far=a.target_far,
+                                       pair_list=res["pair_list"])
+        res["written_to"] = str(ThresholdStore(a.data_dir).path)
+    if a.write_checkpoint:
+        record_in_checkpoint(a.checkpoint, threshold=res["threshold"], threshold_info=res)
+        res["written_to_checkpoint"] = str(a.checkpoint or "default")
+    _emit(res, a.json)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- compare
+def cmd_compare(a) -> int:
+    """The shipped model at work: embeds each photo and prints the distance of every pair."""
+    from encoder.images import ImageError, decode_image
+
+    if len(a.photos) < 2:
+        raise CliError("INVALID_ARGUMENT", "compare needs two or more photos")
+    emb = _embedder(a)
+    threshold = a.threshold if a.threshold is not None else emb.default_threshold
+    vecs = {}
+    for p in a.photos:
+        try:
+            e = emb.embed(decode_image(p))
+        except (ImageError, OSError) as err:
+            raise CliError("INVALID_ARGUMENT", f"{p}: {err}") from None
+        row = {"path": p, "reason": e.alignment.reason.value, "detail": e.alignment.detail}
+        if e.vector is not None:
+            vecs[p] = e.vector
+        if not a.json:
+            print(f"{p}: {row['reason']} {row['detail']}".rstrip(), file=sys.stderr)
+    paths = list(vecs)
+    pairs = []
+    for i, p in enumerate(paths):
+        for q in paths[i + 1:]:
+            d = float(((vecs[p] - vecs[q]) ** 2).sum() ** 0.5)
+            pairs.append({"a": p, "b": q, "distance": round(d, 4), "same": bool(threshold is not None and d <= threshold)})
+    out = {"encoder_version": emb.version, "threshold": threshold, "faces": len(vecs),
+           "rejected": [{"path": p, "reason": "NO_FACE or unusable"} for p in a.photos if p not in vecs],
+           "pairs": pairs}
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(f"encoder {emb.version}, threshold {threshold}")
+        for r in pairs:
+            print(f"{r['distance']:.3f}  {'SAME    ' if r['same'] else 'DIFFERENT'}  {r['a']}  {r['b']}")
+    return 0 if pairs and all(r["same"] for r in pairs) else 1
+
+
+# -------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="facegate", description="face access control for a campus")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--json", action="store_true", help="JSON only on stdout")
+        p.add_argument("--checkpoint", default=None, help="encoder checkpoint (default: the shipped one)")
+
+    t = sub.add_parser("train", help="triplet-loss training over folder-per-person data sets")
+    t.add_argument("--data", action=_DataAction, metavar="DIR", help="DIR/<person>/<photos>; repeatable")
+    t.add_argument("--people", action=_DataAction, metavar="FILE", help="limit the preceding --data to these people")
+    t.add_argument("--unlabelled", action="append", metavar="DIR", help="a folder of unlabelled faces (distillation)")
+    t.add_argument("--teacher", action="store_true", help="distil from dlib's ResNet (needs the teacher extra)")
+    t.add_argument("--out", required=True, help="run folder: config, log, last.pt (resumes from it)")
+    t.add_argument("--export", help="where to write the trained checkpoint (default OUT/encoder.pt)")
+    t.add_argument("--name", default="facegate-face_resnet", help="version name of the exported checkpoint")
+    t.add_argument("--config", help="a JSON TrainConfig; flags override it")
+    t.add_argument("--cache-dir", default=".cache/facegate/crops")
+    t.add_argument("--workers", type=int, default=2, help="processes for alignment")
+    t.add_argument("--no-resume", action="store_true")
+    t.add_argument("--backbone")
+    t.add_argument("--input-size", type=int)
+    for name, typ in [("steps", int), ("p", int), ("k", int), ("extra", int), ("lr", float), ("margin", float),
+                      ("seed", int), ("threads", int), ("eval-every", int), ("ckpt-every", int)]:
+        t.add_argument(f"--{name}", type=typ)
+    t.add_argument("--miner", choices=["semihard", "batchhard"])
+    t.add_argument("--device", help="cpu, cuda, cuda:N")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval-pairs", help="verification accuracy on a pair list (LFW protocol)")
+    e.add_argument("pairs")
+    e.add_argument("--root", required=True)
+    e.add_argument("--plot", help="write the ROC curve to this PNG")
+    e.add_argument("--record", metavar="NAME", help="store the results in the checkpoint under NAME")
+    common(e)
+    e.set_defaults(func=cmd_eval_pairs)
+
+    c = sub.add_parser("calibrate", help="the threshold that gives a target false-accept rate")
+    c.add_argument("pairs")
+    c.add_argument("--root", required=True)
+    c.add_argument("--target-far", type=float, required=True)
+    c.add_argument("--site", default="default")
+    c.add_argument("--profile", default="day", choices=["day", "night"])
+    c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
+    c.add_argument("--write-checkpoint", action="store_true", help="make it the checkpoint's default threshold")
+    common(c)
+    c.set_defaults(func=cmd_calibrate)
+
+    m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
+    m.add_argument("photos", nargs="+")
+    m.add_argument("--threshold", type=float, help="(default: the checkpoint's calibrated threshold)")
+    common(m)
+    m.set_defaults(func=cmd_compare)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except CliError as e:
+        print(json.dumps({"error": {"code": e.code, "message": e.message}}))
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(json.dumps({"error": {"code": "INVALID_ARGUMENT", "message": str(e)}}))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
