@@ -1,0 +1,109 @@
+"""Alignment reasons on real photos (LFW, AT&T, a day/night scene)."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder.align import TEMPLATE_112, Reason, centre_crop, similarity_transform
+from encoder.images import decode_image
+
+
+@pytest.fixture(scope="module")
+def gul(lfw):
+    return decode_image(lfw / "images/Abdullah_Gul/Abdullah_Gul_0013.jpg")
+
+
+@pytest.fixture(scope="module")
+def reese(lfw):
+    return decode_image(lfw / "images/Reese_Witherspoon/Reese_Witherspoon_0003.jpg")
+
+
+def _upright(landmarks):
+    eyes_y = landmarks[:2, 1].mean()
+    mouth_y = landmarks[3:, 1].mean()
+    return mouth_y - eyes_y > 0.5 * np.linalg.norm(landmarks[0] - landmarks[1])
+
+
+def test_similarity_transform_recovers_a_known_transform():
+    ang, s, t = np.deg2rad(20), 1.7, np.array([5.0, -3.0])
+    rot = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    src = TEMPLATE_112.astype(np.float64)
+    m = similarity_transform(src, src @ rot.T + t)
+    np.testing.assert_allclose(m[:, :2], rot, atol=1e-4)
+    np.testing.assert_allclose(m[:, 2], t, atol=1e-3)
+
+
+def test_lfw_photo_aligns_to_the_template(aligner, gul):
+    a = aligner.align(gul)
+    assert a.reason is Reason.OK and a.faces == 1
+    assert a.crop.shape == (112, 112, 3) and a.crop.dtype == np.uint8
+    side = a.box[2] - a.box[0]
+    assert 70 < side < 160, side                      # LFW faces are ~100 px in 250x250
+    assert _upright(a.landmarks)
+    # the landmarks, mapped by the alignment, land on the template
+    m = similarity_transform(a.landmarks, TEMPLATE_112)
+    mapped = a.landmarks @ m[:, :2].T + m[:, 2]
+    assert np.abs(mapped - TEMPLATE_112).max() < 6.0
+
+
+def test_small_id_card_scans_align(aligner, gul, data_dir):
+    box = aligner.align(gul).box.astype(int)
+    scan = cv2.resize(gul[box[1]:box[3], box[0]:box[2]], (100, 100))   # the face fills the frame
+    assert aligner.align(scan).reason is Reason.OK
+    att = decode_image(data_dir / "faces/att/s5/3.png")                 # 92x112 grey, face filling it
+    assert att.shape == (112, 92, 3)
+    assert aligner.align(att).reason is Reason.OK
+
+
+def test_no_face_in_a_scene_or_noise(aligner, data_dir):
+    scene = sorted((data_dir / "daynight/training/day").glob("*.jpg"))[0]
+    assert aligner.align(decode_image(scene)).reason is Reason.NO_FACE
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    r = aligner.align(noise)
+    assert r.reason is Reason.NO_FACE and r.crop is None
+
+
+def test_two_faces_of_similar_size_are_multiple_faces(aligner, gul, reese):
+    r = aligner.align(np.concatenate([gul, reese], axis=1))
+    assert r.reason is Reason.MULTIPLE_FACES and r.faces == 2
+    assert r.crop is not None  # the chosen face is still there for evaluation
+
+
+def test_a_small_background_face_does_not_count(aligner, gul, reese):
+    canvas = np.concatenate([gul, np.full_like(gul, 128)], axis=1)
+    canvas[180:230, 400:450] = cv2.resize(reese, (50, 50))   # a passer-by, far smaller
+    assert aligner.align(canvas).reason is Reason.OK
+
+
+def test_a_far_away_face_is_too_small(aligner, gul):
+    canvas = np.full((400, 400, 3), 128, np.uint8)
+    canvas[165:235, 165:235] = cv2.resize(gul, (70, 70))      # face box ~28 px
+    r = aligner.align(canvas)
+    assert r.reason is Reason.FACE_TOO_SMALL and "px" in r.detail
+
+
+def test_exif_orientation_is_honoured(aligner, gul):
+    stored = np.rot90(gul, 1).copy()          # the sensor's pixels, lying on their side
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6                          # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    upright = decode_image(buf.getvalue())
+    assert upright.shape == gul.shape
+    assert np.abs(upright.astype(int) - gul.astype(int)).mean() < 6
+    a = aligner.align(upright)
+    assert a.reason is Reason.OK and _upright(a.landmarks)
+
+
+def test_centre_crop_is_the_middle_of_the_photo(gul):
+    c = centre_crop(gul, 112)
+    assert c.shape == (112, 112, 3)
+    side = round(250 * 0.55)
+    y0 = (250 - side) // 2
+    ref = cv2.resize(gul[y0:y0 + side, y0:y0 + side], (112, 112), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(c, ref)
