@@ -7,8 +7,9 @@ config, the default threshold (calibrated for a target FAR) and evaluation resul
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -36,8 +37,9 @@ def preprocessing_info(config: EncoderConfig, align: AlignConfig = AlignConfig()
     }
 
 
-def weights_digest(state_dict: dict) -> str:
-    h = hashlib.sha256()
+def weights_digest(state_dict: dict, preprocessing: dict | None = None) -> str:
+    """Digest of the weights and the preprocessing: anything that changes an embedding."""
+    h = hashlib.sha256(json.dumps(preprocessing or {}, sort_keys=True).encode())
     for k in sorted(state_dict):
         h.update(k.encode())
         h.update(state_dict[k].detach().cpu().contiguous().numpy().tobytes())
@@ -46,18 +48,19 @@ def weights_digest(state_dict: dict) -> str:
 
 def save_checkpoint(path: str | Path, model: FaceEncoder, *, name: str, threshold: float | None = None,
                     threshold_info: dict | None = None, training: dict | None = None,
-                    metrics: dict | None = None, half: bool = True) -> dict:
+                    metrics: dict | None = None, half: bool = True, flip_average: bool = False) -> dict:
     """Write atomically; the version is '<name>-<digest of the weights>', so two different
     encoders never share a version tag."""
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
           for k, v in model.state_dict().items()}
-    version = f"{name}-{weights_digest(sd)}"
+    prep = {**preprocessing_info(model.config), "flip_average": flip_average}
     ckpt = {
         "format": FORMAT,
-        "version": version,
+        "name": name,
+        "version": f"{name}-{weights_digest(sd, prep)}",
         "config": model.config.to_dict(),
         "state_dict": sd,
-        "preprocessing": preprocessing_info(model.config),
+        "preprocessing": prep,
         "threshold": threshold,
         "threshold_info": threshold_info or {},
         "training": training or {},
@@ -78,14 +81,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     """-> (model in eval mode, the checkpoint dict without its weights). Only tensors and plain
     types are unpickled (weights_only=True): a checkpoint file is never trusted with code."""
     path = Path(path) if path else DEFAULT_CHECKPOINT
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
+    ckpt = _read(path)
     cfg = ckpt["config"]
     model = FaceEncoder(EncoderConfig(**{**cfg, "backbone_args": _tuples(cfg.get("backbone_args", {}))}))
     sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
@@ -98,18 +94,35 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     return model, meta
 
 
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
+        # truncated, not a torch file, or content that weights_only refuses to unpickle
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
+    return ckpt
+
+
 def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
-                         threshold_info: dict | None = None, metrics: dict | None = None) -> None:
+                         threshold_info: dict | None = None, metrics: dict | None = None,
+                         flip_average: bool | None = None) -> str:
     """Store a calibrated default threshold and/or evaluation results in a checkpoint file.
-    The weights, and so the version, are unchanged."""
+    Changing the preprocessing (flip_average) changes the embeddings, and so the version, and
+    drops the threshold and metrics that no longer hold. Returns the version."""
     path = Path(path) if path else DEFAULT_CHECKPOINT
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
+    ckpt = _read(path)
+    if flip_average is not None and bool(flip_average) != ckpt["preprocessing"].get("flip_average", False):
+        ckpt["preprocessing"] = {**ckpt["preprocessing"], "flip_average": bool(flip_average)}
+        ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"
+        ckpt["threshold"], ckpt["threshold_info"], ckpt["metrics"] = None, {}, {}
     if threshold is not None:
         ckpt["threshold"] = float(threshold)
         ckpt["threshold_info"] = threshold_info or {}
@@ -121,3 +134,4 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return ckpt["version"]

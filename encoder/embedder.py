@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .align import AlignConfig, FaceAligner, FaceAlignment, centre_crop
 from .checkpoint import load_checkpoint
@@ -25,6 +26,8 @@ class Embedder:
         self.device = torch.device(device)
         crop = meta.get("preprocessing", {}).get("crop_size", 112)
         self.aligner = aligner or FaceAligner(AlignConfig(crop_size=crop), device=device)
+        # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)
+        self.flip = bool(meta.get("preprocessing", {}).get("flip_average", False))
 
     @classmethod
     def from_checkpoint(cls, path=None, device="cpu") -> "Embedder":
@@ -39,7 +42,10 @@ class Embedder:
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Aligned uint8 crops (B x S x S x 3) -> B x 128 float32."""
         x = preprocess(crops, self.model.config.input_size).to(self.device)
-        return self.model(x).float().cpu().numpy()
+        if not self.flip:
+            return self.model(x).float().cpu().numpy()
+        e = self.model(torch.cat([x, x.flip(3)])).float()
+        return F.normalize(e[:len(x)] + e[len(x):], dim=1).cpu().numpy()
 
     def align(self, img: np.ndarray) -> FaceAlignment:
         return self.aligner.align(img)

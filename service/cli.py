@@ -89,7 +89,7 @@ def cmd_train(a) -> int:
         "history": summary["history"],
     }
     export = Path(a.export) if a.export else Path(a.out) / "encoder.pt"
-    ckpt = save_checkpoint(export, model, name=a.name, training=training,
+    ckpt = save_checkpoint(export, model, name=a.name, training=training, flip_average=a.flip_average,
                            metrics={"validation": summary["final"]})
     _emit({"checkpoint": str(export), "version": ckpt["version"], "steps": cfg.steps, **summary["final"]}, True)
     return 0
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default=".cache/facegate/crops")
     t.add_argument("--workers", type=int, default=2, help="processes for alignment")
     t.add_argument("--no-resume", action="store_true")
+    t.add_argument("--flip-average", action="store_true",
+                   help="the exported encoder embeds each face and its mirror image and averages them")
     t.add_argument("--backbone")
     t.add_argument("--input-size", type=int)
     for name, typ in [("steps", int), ("p", int), ("k", int), ("extra", int), ("lr", float), ("margin", float),

@@ -1,0 +1,261 @@
+"""Checkpoints: save, load, version, recording a threshold, and the errors for bad files.
+
+A small FaceResNet keeps this fast. The file stores float16 weights that load back as float32,
+so the loaded encoder is *exactly* an encoder whose weights went through .half().float(); against
+the original float32 encoder it is only close.
+"""
+import re
+
+import pytest
+import torch
+
+from encoder.checkpoint import (FORMAT, CheckpointError, load_checkpoint, record_in_checkpoint, save_checkpoint,
+                                weights_digest)
+from encoder.face_encoder import EncoderConfig, FaceEncoder
+
+CFG = EncoderConfig(backbone_args={"widths": (8, 16), "depths": (1, 1), "stem_width": 8},
+                    input_size=32, embedding_dim=16)
+
+
+def _model(seed: int = 0) -> FaceEncoder:
+    torch.manual_seed(seed)
+    m = FaceEncoder(CFG)
+    # trained-looking BatchNorm statistics, so the buffers matter too
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def _half_roundtrip(m: FaceEncoder) -> FaceEncoder:
+    ref = FaceEncoder(CFG)
+    ref.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in m.state_dict().items()})
+    return ref.eval()
+
+
+def _save(path, model, **kw) -> dict:
+    """Save, then read the stored checkpoint back (weights included) straight from the file."""
+    save_checkpoint(path, model, **kw)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture
+def x():
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_loaded_encoder_is_exactly_the_float16_rounded_one(tmp_path, x):
+    m = _model()
+    save_checkpoint(tmp_path / "enc.pt", m, name="tiny")
+    loaded, meta = load_checkpoint(tmp_path / "enc.pt")
+    assert not loaded.training
+    assert loaded.config == CFG
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        y_loaded = loaded(x)
+        y_ref = _half_roundtrip(m)(x)
+        y_orig = m(x)
+    assert torch.equal(y_loaded, y_ref)
+    # against the float32 original: close, not equal (float16 keeps ~3 decimal digits)
+    torch.testing.assert_close(y_loaded, y_orig, atol=1e-2, rtol=0)
+    # the weights themselves are the float16 values
+    for k, v in m.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(loaded.state_dict()[k], v.half().float()), k
+
+
+def test_half_false_is_lossless(tmp_path, x):
+    m = _model()
+    save_checkpoint(tmp_path / "enc.pt", m, name="tiny", half=False)
+    loaded, _ = load_checkpoint(tmp_path / "enc.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_meta_has_everything_but_the_weights(tmp_path):
+    m = _model()
+    ckpt = _save(tmp_path / "sub" / "enc.pt", m, name="tiny", threshold=0.9,
+                 training={"epochs": 3}, metrics={"lfw": {"acc": 0.9}})
+    assert (tmp_path / "sub" / "enc.pt").exists()
+    assert not (tmp_path / "sub" / "enc.pt.tmp").exists()
+    _, meta = load_checkpoint(tmp_path / "sub" / "enc.pt")
+    assert "state_dict" not in meta
+    assert meta["format"] == FORMAT == "facegate-encoder/1"
+    assert meta["version"] == ckpt["version"]
+    assert meta["threshold"] == 0.9
+    assert meta["training"] == {"epochs": 3}
+    assert meta["metrics"] == {"lfw": {"acc": 0.9}}
+    assert meta["preprocessing"]["input_size"] == 32
+    assert meta["preprocessing"]["normalise"] == {"mean": 127.5, "std": 128.0}
+    assert meta["preprocessing"]["flip_average"] is False
+    assert meta["config"]["backbone"] == "face_resnet"
+    assert meta["name"] == "tiny"
+
+
+def test_save_checkpoint_returns_the_checkpoint_dict(tmp_path):
+    # `facegate train` reads the version from the returned dict.
+    path = tmp_path / "enc.pt"
+    ckpt = save_checkpoint(path, _model(), name="tiny")
+    assert isinstance(ckpt, dict), f"save_checkpoint returned {type(ckpt).__name__}: {ckpt!r}"
+    assert ckpt["version"] == load_checkpoint(path)[1]["version"]
+
+
+def test_version_is_name_and_weights_digest(tmp_path):
+    m = _model()
+    ckpt = _save(tmp_path / "a.pt", m, name="door-v2")
+    v = ckpt["version"]
+    assert v.startswith("door-v2-")
+    assert re.fullmatch(r"door-v2-[0-9a-f]{12}", v)
+    assert v == "door-v2-" + weights_digest(ckpt["state_dict"], ckpt["preprocessing"])
+    # same weights, same version; another name keeps the digest
+    assert _save(tmp_path / "b.pt", m, name="door-v2")["version"] == v
+    assert _save(tmp_path / "c.pt", m, name="other")["version"] == "other-" + v[len("door-v2-"):]
+
+
+def test_version_covers_the_preprocessing(tmp_path):
+    m = _model()
+    v_plain = _save(tmp_path / "a.pt", m, name="tiny")["version"]
+    v_flip = _save(tmp_path / "b.pt", m, name="tiny", flip_average=True)["version"]
+    assert v_plain != v_flip and v_flip.startswith("tiny-")
+
+
+def test_version_changes_when_weights_change(tmp_path):
+    m = _model()
+    v1 = _save(tmp_path / "a.pt", m, name="tiny")["version"]
+    with torch.no_grad():
+        m.head_fc.bias[0] += 0.5
+    v2 = _save(tmp_path / "b.pt", m, name="tiny")["version"]
+    assert v1 != v2
+    assert v1.startswith("tiny-") and v2.startswith("tiny-")
+    assert _save(tmp_path / "c.pt", _model(seed=1), name="tiny")["version"] not in (v1, v2)
+
+
+def test_version_changes_when_a_buffer_changes(tmp_path):
+    m = _model()
+    v1 = _save(tmp_path / "a.pt", m, name="tiny")["version"]
+    with torch.no_grad():
+        m.head_out.running_mean[0] += 0.5
+    assert _save(tmp_path / "b.pt", m, name="tiny")["version"] != v1
+
+
+def test_record_in_checkpoint_keeps_version_and_weights(tmp_path, x):
+    path = tmp_path / "enc.pt"
+    m = _model()
+    version = _save(path, m, name="tiny", metrics={"lfw": {"acc": 0.91}})["version"]
+    returned = record_in_checkpoint(path, threshold=0.873, threshold_info={"target_far": 1e-3, "pairs": 6000},
+                                    metrics={"campus": {"tar": 0.97}})
+    assert returned == version
+    loaded, meta = load_checkpoint(path)
+    assert meta["version"] == version
+    assert meta["threshold"] == 0.873
+    assert meta["threshold_info"] == {"target_far": 1e-3, "pairs": 6000}
+    # metrics are merged, not replaced
+    assert meta["metrics"] == {"lfw": {"acc": 0.91}, "campus": {"tar": 0.97}}
+    with torch.no_grad():
+        assert torch.equal(loaded(x), _half_roundtrip(m)(x))
+    assert not path.with_suffix(".pt.tmp").exists()
+
+
+def test_record_metrics_only_keeps_the_threshold(tmp_path):
+    path = tmp_path / "enc.pt"
+    save_checkpoint(path, _model(), name="tiny", threshold=0.8, threshold_info={"target_far": 1e-2})
+    record_in_checkpoint(path, metrics={"lfw": {"acc": 0.5}})
+    _, meta = load_checkpoint(path)
+    assert meta["threshold"] == 0.8
+    assert meta["threshold_info"] == {"target_far": 1e-2}
+    assert meta["metrics"] == {"lfw": {"acc": 0.5}}
+
+
+def test_record_flip_average_changes_version_and_drops_calibration(tmp_path):
+    path = tmp_path / "enc.pt"
+    v0 = _save(path, _model(), name="tiny", threshold=0.8, metrics={"lfw": {"acc": 0.9}})["version"]
+    # the same preprocessing: nothing changes
+    assert record_in_checkpoint(path, flip_average=False) == v0
+    _, meta = load_checkpoint(path)
+    assert (meta["version"], meta["threshold"], meta["metrics"]) == (v0, 0.8, {"lfw": {"acc": 0.9}})
+    # flip averaging changes the embeddings: a new version, and the old threshold/metrics go
+    v1 = record_in_checkpoint(path, flip_average=True)
+    _, meta = load_checkpoint(path)
+    assert v1 != v0 and v1.startswith("tiny-") and meta["version"] == v1
+    assert meta["preprocessing"]["flip_average"] is True
+    assert (meta["threshold"], meta["threshold_info"], meta["metrics"]) == (None, {}, {})
+    # and it is the version a fresh save with flip averaging gets
+    assert _save(tmp_path / "b.pt", _model(), name="tiny", flip_average=True)["version"] == v1
+
+
+def test_truncated_file_names_the_path(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _model(), name="tiny")
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(bad)
+    assert str(bad) in str(e.value)
+    assert "cannot be read" in str(e.value)
+
+
+def test_not_a_torch_file_is_a_checkpoint_error(tmp_path):
+    # arbitrary bytes make torch.load's legacy unpickler raise KeyError: it must surface as
+    # CheckpointError, which the CLI turns into a clean error.
+    path = tmp_path / "notes.pt"
+    path.write_bytes(b"hello world, this is not a checkpoint\n")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value)
+
+
+def test_refused_pickle_content_is_a_checkpoint_error(tmp_path):
+    # weights_only=True refuses a pickled object that is not a tensor or a plain type, with
+    # pickle.UnpicklingError: a tampered checkpoint is a CheckpointError, and no code runs.
+    import fractions
+
+    path = tmp_path / "tampered.pt"
+    torch.save({"format": FORMAT, "config": {}, "state_dict": {}, "x": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match="does not exist") as e:
+        load_checkpoint(missing)
+    assert str(missing) in str(e.value)
+
+
+@pytest.mark.parametrize("content", [
+    {"version": "x", "state_dict": {}},                 # no format at all
+    {"format": "facegate-encoder/0", "state_dict": {}},  # another format
+    torch.zeros(3),                                      # not a dict
+], ids=["no-format", "wrong-format", "not-a-dict"])
+def test_wrong_format(tmp_path, content):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="is not a facegate-encoder/1 file") as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value)
+
+
+def test_record_in_checkpoint_refuses_another_format(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(CheckpointError):
+        record_in_checkpoint(path, threshold=0.5)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    path = tmp_path / "enc.pt"
+    ckpt = _save(path, _model(), name="tiny")
+    ckpt["config"]["embedding_dim"] = 32      # the head in the file is 16-d
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_error_is_a_value_error():
+    assert issubclass(CheckpointError, ValueError)

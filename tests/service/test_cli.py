@@ -1,0 +1,79 @@
+"""The CLI as CONTRACT.md pins it: JSON keys, exit codes, error objects (real subprocesses)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from encoder.checkpoint import DEFAULT_CHECKPOINT
+
+FACEGATE = [sys.executable, "-m", "service.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_KEYS = ["pairs", "acc", "acc_std", "auc", "eer", "tar@far=1e-2", "tar@far=1e-3", "threshold", "images",
+             "no_face", "sec_per_detect", "sec_per_embed", "sec_per_image"]
+
+
+def run(*args, timeout=600):
+    p = subprocess.run([*FACEGATE, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    return p.returncode, [json.loads(line) for line in lines], p.stderr
+
+
+@pytest.fixture(scope="module")
+def small_pairs(lfw, tmp_path_factory):
+    rows = (lfw / "pairs_devtest.tsv").read_text().splitlines()
+    path = tmp_path_factory.mktemp("pairs") / "p.tsv"
+    path.write_text("\n".join(rows[:10] + rows[500:510]) + "\n")   # 10 genuine, then 10 impostor pairs
+    return path
+
+
+def test_eval_pairs_prints_the_contract_keys(small_pairs, lfw, tmp_path):
+    rc, out, err = run("eval-pairs", small_pairs, "--root", lfw, "--json", "--plot", tmp_path / "roc.png")
+    assert rc == 0, err
+    assert len(out) == 1
+    r = out[0]
+    assert [k for k in EVAL_KEYS if k not in r] == []
+    assert r["pairs"] == 20 and isinstance(r["images"], int) and isinstance(r["no_face"], int)
+    assert 0.5 <= r["acc"] <= 1 and 0 <= r["eer"] <= 0.5 and 0 < r["threshold"] < 2
+    assert 0 < r["sec_per_detect"] < 5 and 0 < r["sec_per_embed"] < 5
+    assert r["sec_per_image"] == pytest.approx(r["sec_per_detect"] + r["sec_per_embed"], abs=2e-5)
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibrate_writes_the_sites_threshold(small_pairs, lfw, tmp_path):
+    rc, out, err = run("calibrate", small_pairs, "--root", lfw, "--target-far", "0.1", "--site", "gym",
+                       "--data-dir", tmp_path, "--json")
+    assert rc == 0, err
+    r = out[0]
+    for k in ["threshold", "far", "tar", "site", "profile", "encoder_version"]:
+        assert k in r
+    assert r["site"] == "gym" and r["profile"] == "day" and r["far"] <= 0.1
+    store = json.loads((tmp_path / "thresholds.json").read_text())
+    assert store["gym"]["day"]["threshold"] == r["threshold"]
+    assert store["gym"]["day"]["encoder_version"] == r["encoder_version"]
+
+
+def test_errors_are_json_with_exit_code_2(lfw, tmp_path):
+    rc, out, _ = run("eval-pairs", tmp_path / "missing.tsv", "--root", lfw, "--json")
+    assert rc == 2 and out[0]["error"]["code"] == "INVALID_ARGUMENT" and "missing.tsv" in out[0]["error"]["message"]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:1000])
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("images/a.jpg\timages/b.jpg\t1\t0\n")
+    rc, out, _ = run("eval-pairs", pairs, "--root", lfw, "--checkpoint", bad, "--json")
+    assert rc == 2 and out[0]["error"]["code"] == "FAILED_PRECONDITION" and "bad.pt" in out[0]["error"]["message"]
+    rc, out, _ = run("calibrate", pairs, "--root", lfw, "--target-far", "2", "--json")
+    assert rc == 2 and out[0]["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_compare_tells_the_same_person_from_another(lfw):
+    img = lfw / "images"
+    same = [img / "Abdullah_Gul/Abdullah_Gul_0013.jpg", img / "Abdullah_Gul/Abdullah_Gul_0014.jpg"]
+    rc, out, err = run("compare", *same, "--json")
+    assert rc == 0, (out, err)
+    assert out[0]["pairs"][0]["same"] is True
+    rc, out, _ = run("compare", same[0], img / "Reese_Witherspoon/Reese_Witherspoon_0003.jpg", "--json")
+    assert rc == 1 and out[0]["pairs"][0]["same"] is False
