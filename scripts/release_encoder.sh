@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Make a trained checkpoint the shipped default: calibrate its threshold on pairs_calib.tsv
+# (FAR 1e-3), record its results on the DevTest pair lists inside it, draw the ROC curves,
+# and re-pin the golden distances. Usage: scripts/release_encoder.sh runs/s64/encoder.pt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CK=${1:?usage: $0 CHECKPOINT}
+LFW=${FACEGATE_DATA:-../shared/data}/faces/lfw
+OUT=docs/encoder
+FG=.venv/bin/facegate
+mkdir -p "$OUT"
+cp "$CK" encoder/weights/default.pt
+$FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --write-checkpoint --json | tee "$OUT/calibrate_pairs_calib.json"
+$FG eval-pairs "$LFW/pairs_devtest.tsv" --root "$LFW" --record pairs_devtest --plot "$OUT/roc_pairs_devtest.png" --json | tee "$OUT/eval_pairs_devtest.json"
+$FG eval-pairs "$LFW/pairs_devtest_far.tsv" --root "$LFW" --record pairs_devtest_far --plot "$OUT/roc_pairs_devtest_far.png" --json | tee "$OUT/eval_pairs_devtest_far.json"
+.venv/bin/python tests/encoder/test_golden.py --write
+ls -l encoder/weights/default.pt
