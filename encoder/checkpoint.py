@@ -113,7 +113,8 @@ def _tuples(d: dict) -> dict:
 
 def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
                          threshold_info: dict | None = None, metrics: dict | None = None,
-                         flip_average: bool | None = None) -> str:
+                         flip_average: bool | None = None, identify_threshold: float | None = None,
+                         identify_threshold_info: dict | None = None) -> str:
     """Store a calibrated default threshold and/or evaluation results in a checkpoint file.
     Changing the preprocessing (flip_average) changes the embeddings, and so the version, and
     drops the threshold and metrics that no longer hold. Returns the version."""
@@ -123,9 +124,13 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         ckpt["preprocessing"] = {**ckpt["preprocessing"], "flip_average": bool(flip_average)}
         ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"
         ckpt["threshold"], ckpt["threshold_info"], ckpt["metrics"] = None, {}, {}
+        ckpt["identify_threshold"], ckpt["identify_threshold_info"] = None, {}
     if threshold is not None:
         ckpt["threshold"] = float(threshold)
         ckpt["threshold_info"] = threshold_info or {}
+    if identify_threshold is not None:
+        ckpt["identify_threshold"] = float(identify_threshold)
+        ckpt["identify_threshold_info"] = identify_threshold_info or {}
     if metrics:
         ckpt["metrics"] = {**ckpt.get("metrics", {}), **metrics}
     tmp = path.with_suffix(path.suffix + ".tmp")

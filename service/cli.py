@@ -135,16 +135,19 @@ def cmd_calibrate(a) -> int:
         raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
     emb = _embedder(a)
     res = calibrate(emb, a.pairs, a.root, a.target_far)
-    res = {**res, "site": a.site, "profile": a.profile, "pair_list": Path(a.pairs).name}
+    res = {**res, "site": a.site, "profile": a.profile, "kind": a.kind, "pair_list": Path(a.pairs).name}
     if a.data_dir:
         from service.thresholds import ThresholdStore
 
-        ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"],
+        ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"], kind=a.kind,
                                        far=res["far"], tar=res["tar"], target_far=a.target_far,
                                        pair_list=res["pair_list"])
         res["written_to"] = str(ThresholdStore(a.data_dir).path)
     if a.write_checkpoint:
-        record_in_checkpoint(a.checkpoint, threshold=res["threshold"], threshold_info=res)
+        if a.kind == "identify":
+            record_in_checkpoint(a.checkpoint, identify_threshold=res["threshold"], identify_threshold_info=res)
+        else:
+            record_in_checkpoint(a.checkpoint, threshold=res["threshold"], threshold_info=res)
         res["written_to_checkpoint"] = str(a.checkpoint or "default")
     _emit(res, a.json)
     return 0
@@ -186,6 +189,82 @@ def cmd_compare(a) -> int:
         for r in pairs:
             print(f"{r['distance']:.3f}  {'SAME    ' if r['same'] else 'DIFFERENT'}  {r['a']}  {r['b']}")
     return 0 if pairs and all(r["same"] for r in pairs) else 1
+
+
+# ------------------------------------------------------------------------------ service commands
+def cmd_serve(a) -> int:
+    import logging
+
+    from .errors import FacegateError
+    from .server import serve
+    from .settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    try:
+        serve(settings)
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    return 0
+
+
+def _client(a):
+    from .client import Client
+
+    return Client(a.server, timeout=a.timeout)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise CliError("INVALID_ARGUMENT", f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_verify(a) -> int:
+    audio = _read(a.audio) if a.audio else b""
+    r = _client(a).verify(a.subject, _read(a.photo), a.site or "", audio)
+    _emit(r, a.json)
+    return 0 if r["decision"] == "ACCEPT" else 1
+
+
+def cmd_identify(a) -> int:
+    audio = _read(a.audio) if a.audio else b""
+    r = _client(a).identify(_read(a.photo), a.site or "", a.k or 0, audio)
+    _emit(r, a.json)
+    return 0 if r["subject"] is not None else 1
+
+
+def cmd_cluster(a) -> int:
+    r = _client(a).cluster([(p, _read(p)) for p in a.photos], a.k)
+    _emit(r, a.json)
+    return 0
+
+
+def cmd_delete(a) -> int:
+    _emit(_client(a).delete(a.subject), a.json)
+    return 0
+
+
+def cmd_status(a) -> int:
+    _emit(_client(a).status(), a.json)
+    return 0
+
+
+def cmd_enroll(a) -> int:
+    from encoder.face_folders import IMAGE_SUFFIXES
+
+    root = Path(a.dir)
+    if not root.is_dir():
+        raise CliError("INVALID_ARGUMENT", f"{root} is not a folder (expected DIR/<subject_id>/<photos>)")
+    photos = [(d.name, p) for d in sorted(root.iterdir()) if d.is_dir()
+              for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not photos:
+        raise CliError("INVALID_ARGUMENT", f"no photos under {root}/<subject_id>/")
+    summary = _client(a).enroll(photos)
+    _emit(summary, a.json)
+    return 0
 
 
 # -------------------------------------------------------------------------------------- parser
@@ -235,10 +314,55 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-far", type=float, required=True)
     c.add_argument("--site", default="default")
     c.add_argument("--profile", default="day", choices=["day", "night"])
+    c.add_argument("--kind", default="verify", choices=["verify", "identify"],
+                   help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
     c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
     c.add_argument("--write-checkpoint", action="store_true", help="make it the checkpoint's default threshold")
     common(c)
     c.set_defaults(func=cmd_calibrate)
+
+    sv = sub.add_parser("serve", help="start the gRPC service")
+    sv.add_argument("--config", help="a TOML settings file (see service/settings.py)")
+    sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
+    sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
+    sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.set_defaults(func=cmd_serve)
+
+    def client(p):
+        p.add_argument("--server", required=True, help="HOST:PORT of a running facegate serve")
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+        p.add_argument("--json", action="store_true", help="JSON only on stdout")
+
+    en = sub.add_parser("enroll", help="enroll DIR/<subject_id>/<photos> (resumable: send it again)")
+    en.add_argument("dir")
+    client(en)
+    en.set_defaults(func=cmd_enroll)
+    ve = sub.add_parser("verify", help="is this the subject's face? exit 0 ACCEPT, 1 REJECT")
+    ve.add_argument("photo")
+    ve.add_argument("--subject", required=True)
+    ve.add_argument("--site")
+    ve.add_argument("--audio", help="WAV bytes for a site that asks for the trigger word")
+    client(ve)
+    ve.set_defaults(func=cmd_verify)
+    idf = sub.add_parser("identify", help="who is this? exit 0 identified, 1 unknown")
+    idf.add_argument("photo")
+    idf.add_argument("--site")
+    idf.add_argument("--k", type=int)
+    idf.add_argument("--audio")
+    client(idf)
+    idf.set_defaults(func=cmd_identify)
+    cl = sub.add_parser("cluster", help="group photos by person (k = 0: choose k)")
+    cl.add_argument("photos", nargs="+")
+    cl.add_argument("--k", type=int, default=0)
+    client(cl)
+    cl.set_defaults(func=cmd_cluster)
+    de = sub.add_parser("delete", help="remove a subject's templates")
+    de.add_argument("--subject", required=True)
+    client(de)
+    de.set_defaults(func=cmd_delete)
+    st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
+    client(st)
+    st.set_defaults(func=cmd_status)
 
     m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
     m.add_argument("photos", nargs="+")
@@ -249,10 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .client import RpcFailed
+
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except CliError as e:
+    except (CliError, RpcFailed) as e:
         print(json.dumps({"error": {"code": e.code, "message": e.message}}))
         return 2
     except (FileNotFoundError, ValueError) as e:

@@ -56,7 +56,7 @@ class DuplicateWarning(_message.Message):
     def __init__(self, other_subject: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("photo_name", "subject_id", "status", "reason", "detail", "template_id", "duplicates")
+    __slots__ = ("photo_name", "subject_id", "status", "reason", "detail", "template_id", "duplicates", "error_code")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[EnrollResponse.Status]
@@ -74,6 +74,7 @@ class EnrollResponse(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     photo_name: str
     subject_id: str
     status: EnrollResponse.Status
@@ -81,7 +82,8 @@ class EnrollResponse(_message.Message):
     detail: str
     template_id: int
     duplicates: _containers.RepeatedCompositeFieldContainer[DuplicateWarning]
-    def __init__(self, photo_name: _Optional[str] = ..., subject_id: _Optional[str] = ..., status: _Optional[_Union[EnrollResponse.Status, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., detail: _Optional[str] = ..., template_id: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[DuplicateWarning, _Mapping]]] = ...) -> None: ...
+    error_code: str
+    def __init__(self, photo_name: _Optional[str] = ..., subject_id: _Optional[str] = ..., status: _Optional[_Union[EnrollResponse.Status, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., detail: _Optional[str] = ..., template_id: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[DuplicateWarning, _Mapping]]] = ..., error_code: _Optional[str] = ...) -> None: ...
 
 class DeleteSubjectRequest(_message.Message):
     __slots__ = ("subject_id",)

@@ -1,0 +1,99 @@
+"""A small synchronous client for the CLI: protobuf in and out of plain dicts (CONTRACT.md's keys);
+every RpcError becomes one exception type with the status name and the server's message."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+from tqdm import tqdm
+
+from facegate.v1 import facegate_pb2 as pb
+from facegate.v1 import facegate_pb2_grpc as pb_grpc
+
+
+class RpcFailed(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _reason(v: int) -> str:
+    return pb.Reason.Name(v) if v else ""
+
+
+class Client:
+    def __init__(self, address: str, timeout: float = 60.0):
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = pb_grpc.FaceGateStub(self.channel)
+        self.timeout = timeout
+        self.address = address
+
+    def _call(self, method, request, **kw):
+        try:
+            return method(request, timeout=self.timeout, **kw)
+        except grpc.RpcError as e:
+            raise RpcFailed(e.code().name, e.details() or str(e)) from None
+
+    def verify(self, subject: str, image: bytes, site: str = "", audio: bytes = b"") -> dict:
+        r = self._call(self.stub.Verify, pb.VerifyRequest(subject_id=subject, image=image, site=site, audio=audio))
+        return {"decision": pb.Decision.Name(r.decision), "reason": _reason(r.reason), "subject": r.subject_id,
+                "distance": None if r.distance < 0 else round(r.distance, 4), "threshold": round(r.threshold, 4),
+                "site": r.site, "light_profile": r.light_profile, "encoder_version": r.encoder_version,
+                "latency_ms": round(r.latency_ms, 1), "detail": r.detail,
+                "stages": [s.name for s in r.stages]}
+
+    def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> dict:
+        r = self._call(self.stub.Identify, pb.IdentifyRequest(image=image, site=site, k=k, audio=audio))
+        return {"subject": r.subject_id or None, "decision": pb.Decision.Name(r.decision), "reason": _reason(r.reason),
+                "votes": r.votes, "votes_needed": r.votes_needed,
+                "neighbours": [{"subject": n.subject_id, "distance": round(n.distance, 4)} for n in r.neighbours],
+                "threshold": round(r.threshold, 4), "site": r.site, "light_profile": r.light_profile,
+                "encoder_version": r.encoder_version, "latency_ms": round(r.latency_ms, 1), "detail": r.detail}
+
+    def cluster(self, photos: list[tuple[str, bytes]], k: int = 0) -> dict:
+        r = self._call(self.stub.Cluster, pb.ClusterRequest(
+            photos=[pb.ClusterPhoto(name=n, image=b) for n, b in photos], k=k))
+        out = []
+        for a in r.assignments:
+            row = {"path": a.name, "cluster": a.cluster}
+            if a.cluster < 0:
+                row["reason"] = _reason(a.reason)
+            out.append(row)
+        return {"k": r.k, "assignments": out, "centroids_count": len(r.centroids),
+                "silhouette": round(r.silhouette, 4)}
+
+    def delete(self, subject: str) -> dict:
+        r = self._call(self.stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject))
+        return {"subject": r.subject_id, "removed": r.removed}
+
+    def status(self) -> dict:
+        r = self._call(self.stub.GetStatus, pb.GetStatusRequest())
+        return {"subjects": r.subjects, "templates": r.templates, "encoder_version": r.encoder_version,
+                "index_version": r.index_version, "generation": r.generation}
+
+    def enroll(self, photos: list[tuple[str, Path]]) -> dict:
+        """Streams every photo; one result per photo comes back once it is durable."""
+        def requests():
+            for subject, path in photos:
+                yield pb.EnrollRequest(subject_id=subject, image=Path(path).read_bytes(), photo_name=str(path))
+
+        summary = {"subjects": len({s for s, _ in photos}), "accepted": 0, "already_enrolled": 0,
+                   "rejected": [], "duplicate_warnings": []}
+        try:
+            for r in tqdm(self.stub.Enroll(requests()), total=len(photos), desc="enroll", unit="photo",
+                          file=sys.stderr):
+                if r.status == pb.EnrollResponse.ACCEPTED:
+                    summary["accepted"] += 1
+                elif r.status == pb.EnrollResponse.ALREADY_ENROLLED:
+                    summary["already_enrolled"] += 1
+                else:
+                    summary["rejected"].append({"path": r.photo_name, "reason": _reason(r.reason) or r.error_code,
+                                                "detail": r.detail})
+                for d in r.duplicates:
+                    summary["duplicate_warnings"].append({"path": r.photo_name, "subject": r.subject_id,
+                                                          "other_subject": d.other_subject,
+                                                          "distance": round(d.distance, 4)})
+        except grpc.RpcError as e:
+            raise RpcFailed(e.code().name, e.details() or str(e)) from None
+        return summary

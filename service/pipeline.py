@@ -1,0 +1,284 @@
+"""The request pipeline of ARCHITECTURE.md, in plain Python: bytes in, decisions out.
+
+validate -> (gates: the gates issue) -> detect -> encode -> match -> decide -> record.
+What the photo itself causes is an answer (REJECT with a reason); a malformed request is a
+domain error (service.errors), mapped to a gRPC status at the edge. No protobuf here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoder.embedder import Embedder
+from encoder.images import ImageError, decode_image
+from index.kmeans import choose_k, kmeans
+from index.knn_vote import knn_vote
+from index.template_store import TemplateStore
+
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .settings import Settings
+from .thresholds import ThresholdError, ThresholdStore
+
+log = logging.getLogger("facegate.pipeline")
+
+ACCEPT, REJECT = "ACCEPT", "REJECT"
+
+
+@dataclass
+class Stage:
+    name: str
+    outcome: str
+    seconds: float
+    score: float = 0.0
+
+
+@dataclass
+class VerifyResult:
+    decision: str
+    reason: str
+    subject: str
+    distance: float | None
+    threshold: float
+    site: str
+    light_profile: str
+    encoder_version: str
+    latency_ms: float
+    detail: str = ""
+    stages: list[Stage] = field(default_factory=list)
+
+
+@dataclass
+class IdentifyResult:
+    decision: str
+    reason: str
+    subject: str | None
+    votes: int
+    votes_needed: int
+    neighbours: list[tuple[str, float]]
+    threshold: float
+    site: str
+    light_profile: str
+    encoder_version: str
+    latency_ms: float
+    detail: str = ""
+    stages: list[Stage] = field(default_factory=list)
+
+
+@dataclass
+class EnrollResult:
+    subject: str
+    status: str                  # ACCEPTED, ALREADY_ENROLLED, REJECTED
+    reason: str = ""
+    detail: str = ""
+    template_id: int = -1
+    duplicates: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class ClusterResult:
+    k: int
+    assignments: list[tuple[int, str]]     # (cluster or -1, reason) per photo, in order
+    centroids: np.ndarray
+    silhouette: float | None
+
+
+class AuditLog:
+    """One JSON line per decision: who, where, distance, threshold, versions, stages, outcome.
+    Never the photo, never an embedding."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, **entry):
+        line = json.dumps({"time": round(time.time(), 3), **entry}, default=str)
+        with self._lock, open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
+                 thresholds: ThresholdStore, audit: AuditLog | None = None):
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.thresholds = thresholds
+        self.audit = audit or AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        self.version = embedder.version
+
+    # ------------------------------------------------------------------ building blocks
+    def decode(self, data: bytes) -> np.ndarray:
+        try:
+            return decode_image(data, self.settings.max_pixels)
+        except ImageError as e:
+            raise InvalidArgument(str(e)) from None
+
+    def threshold(self, site: str, profile: str, kind: str) -> float:
+        try:
+            t = self.thresholds.get(site, profile, self.version, kind)
+        except ThresholdError as e:
+            raise FailedPrecondition(str(e)) from None
+        if t is not None:
+            return t
+        meta = self.embedder.meta
+        t = meta.get("identify_threshold") if kind == "identify" else meta.get("threshold")
+        if t is None:
+            raise FailedPrecondition(f"no {kind} threshold for site {site!r} ({profile}) and none in the encoder "
+                                     f"checkpoint: run `facegate calibrate ... --site {site} --kind {kind}`")
+        return float(t)
+
+    def _face(self, img: np.ndarray, stages: list[Stage]):
+        t0 = time.perf_counter()
+        a = self.embedder.align(img)
+        t1 = time.perf_counter()
+        stages.append(Stage("detect", a.reason.value, t1 - t0, a.prob))
+        if not a.ok:
+            return a, None
+        v = self.embedder.embed_crops(a.crop[None])[0]
+        stages.append(Stage("encode", "OK", time.perf_counter() - t1))
+        return a, v
+
+    # ------------------------------------------------------------------ RPCs as functions
+    def verify(self, subject: str, image: bytes, site: str = "", audio: bytes = b"") -> VerifyResult:
+        t0 = time.perf_counter()
+        if not subject:
+            raise InvalidArgument("subject_id is empty")
+        site = site or self.settings.default_site
+        img = self.decode(image)
+        if not self.store.has_subject(subject):
+            raise NotFound(f"subject {subject!r} is not enrolled")
+        profile = "day"
+        threshold = self.threshold(site, profile, "verify")
+        stages: list[Stage] = []
+        a, v = self._face(img, stages)
+        distance = None
+        if v is None:
+            decision, reason, detail = REJECT, a.reason.value, a.detail
+        else:
+            t1 = time.perf_counter()
+            d = self.store.subject_distances(subject, v, self.version)
+            if d.size == 0:
+                raise FailedPrecondition(f"subject {subject!r} has no template of encoder {self.version}: re-enroll")
+            distance = float(d.min())
+            stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
+            ok = distance <= threshold
+            decision, reason, detail = (ACCEPT, "MATCH", "") if ok else (REJECT, "NO_MATCH", "")
+        r = VerifyResult(decision, reason, subject, distance, threshold, site, profile, self.version,
+                         (time.perf_counter() - t0) * 1000, detail, stages)
+        self.audit.record(rpc="Verify", site=site, subject=subject, decision=decision, reason=reason,
+                          distance=distance, threshold=threshold, light_profile=profile,
+                          encoder_version=self.version, index_version=self.store.status()["index_version"],
+                          stages=[s.name for s in stages], latency_ms=round(r.latency_ms, 2))
+        return r
+
+    def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> IdentifyResult:
+        t0 = time.perf_counter()
+        if k < 0 or k > 100:
+            raise InvalidArgument(f"k must lie in 0..100 (0 = the server's default), got {k}")
+        k = k or self.settings.identify_k
+        site = site or self.settings.default_site
+        img = self.decode(image)
+        profile = "day"
+        threshold = self.threshold(site, profile, "identify")
+        stages: list[Stage] = []
+        a, v = self._face(img, stages)
+        if v is None:
+            r = IdentifyResult(REJECT, a.reason.value, None, 0, 0, [], threshold, site, profile, self.version,
+                               (time.perf_counter() - t0) * 1000, a.detail, stages)
+        else:
+            t1 = time.perf_counter()
+            nb = self.store.search(v, k, self.version)
+            counts = self.store.template_counts()
+            vote = knn_vote([(n.subject, n.distance) for n in nb], threshold, counts, self.settings.identify_min_votes)
+            stages.append(Stage("match", vote.reason, time.perf_counter() - t1, nb[0].distance if nb else 0.0))
+            decision = ACCEPT if vote.subject else REJECT
+            reason = "MATCH" if vote.subject else "NO_MATCH"
+            r = IdentifyResult(decision, reason, vote.subject, vote.votes, vote.needed,
+                               [(n.subject, n.distance) for n in nb], threshold, site, profile, self.version,
+                               (time.perf_counter() - t0) * 1000, "" if vote.subject else vote.reason, stages)
+        self.audit.record(rpc="Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
+                          votes=r.votes, nearest=r.neighbours[0][1] if r.neighbours else None, threshold=threshold,
+                          light_profile=profile, encoder_version=self.version,
+                          index_version=self.store.status()["index_version"], stages=[s.name for s in stages],
+                          latency_ms=round(r.latency_ms, 2))
+        return r
+
+    def enroll(self, subject: str, image: bytes) -> EnrollResult:
+        """One photo of an enrollment stream. Rejections are results; malformed input raises."""
+        if not subject:
+            raise InvalidArgument("subject_id is empty")
+        if len(subject) > 256:
+            raise InvalidArgument("subject_id is longer than 256 characters")
+        digest = hashlib.sha256(image).hexdigest()
+        img = self.decode(image)
+        stages: list[Stage] = []
+        a, v = self._face(img, stages)
+        if v is None:
+            return EnrollResult(subject, "REJECTED", a.reason.value, a.detail)
+        dups = []
+        for n in self.store.search(v, 5, self.version):
+            if n.subject != subject and n.distance <= self.threshold(self.settings.default_site, "day", "verify"):
+                if all(n.subject != s for s, _ in dups):
+                    dups.append((n.subject, n.distance))
+        added = self.store.add(subject, v, digest, self.version)
+        status = "ALREADY_ENROLLED" if added.already_enrolled else "ACCEPTED"
+        self.audit.record(rpc="Enroll", subject=subject, status=status, template_id=added.template_id,
+                          duplicates=[s for s, _ in dups], encoder_version=self.version)
+        return EnrollResult(subject, status, "", "", added.template_id, dups)
+
+    def delete(self, subject: str) -> int:
+        if not subject:
+            raise InvalidArgument("subject_id is empty")
+        n = self.store.remove_subject(subject)
+        if n == 0:
+            raise NotFound(f"subject {subject!r} is not enrolled")
+        self.audit.record(rpc="DeleteSubject", subject=subject, removed=n)
+        return n
+
+    def cluster(self, photos: list[bytes], k: int) -> ClusterResult:
+        if not photos:
+            raise InvalidArgument("no photos to cluster")
+        if len(photos) > self.settings.max_cluster_photos:
+            raise InvalidArgument(f"{len(photos)} photos, more than the limit of {self.settings.max_cluster_photos}")
+        if k < 0:
+            raise InvalidArgument(f"k must be >= 0 (0 = choose k), got {k}")
+        vecs, rows = [], []
+        for data in photos:
+            a, v = self._face(self.decode(data), [])
+            rows.append(a.reason.value if v is None else "")
+            if v is not None:
+                vecs.append(v)
+        n = len(vecs)
+        if k > n:
+            raise InvalidArgument(f"k={k} but only {n} of the photos have a usable face")
+        if n == 0:
+            return ClusterResult(0, [(-1, r) for r in rows], np.zeros((0, 128), np.float32), None)
+        x = np.stack(vecs)
+        same = self.threshold(self.settings.default_site, "day", "verify")
+        c = choose_k(x, same_distance=same) if k == 0 else kmeans(x, k)
+        labels = iter(c.labels.tolist())
+        assignments = [(next(labels), "") if r == "" else (-1, r) for r in rows]
+        return ClusterResult(c.k, assignments, c.centroids, c.silhouette)
+
+    def status(self) -> dict:
+        s = self.store.status()
+        return {"subjects": s["subjects"], "templates": s["templates"], "encoder_version": self.version,
+                "index_version": s["index_version"], "generation": s["generation"]}
+
+
+def check_encoder_versions(store: TemplateStore, version: str) -> None:
+    """serve refuses an index whose templates were made by another encoder (CONTRACT.md)."""
+    other = store.encoder_versions() - {version}
+    if other:
+        raise FailedPrecondition(
+            f"the data folder {store.folder} holds templates of encoder {', '.join(sorted(other))}, but the loaded "
+            f"encoder is {version}: distances of two encoders cannot be compared. Re-enroll the photos into a new "
+            f"data folder with this encoder (`facegate serve --data-dir NEW` and `facegate enroll PHOTOS --server ...`), "
+            f"then switch to it; or serve this folder with the checkpoint that made it (--checkpoint).")

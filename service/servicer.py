@@ -1,0 +1,99 @@
+"""The gRPC servicer: thin. Protobuf in, plain call to the pipeline (in a worker thread, so
+the event loop keeps serving), protobuf out; domain errors become status codes here, once."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from facegate.v1 import facegate_pb2 as pb
+from facegate.v1 import facegate_pb2_grpc as pb_grpc
+
+from .errors import FacegateError
+from .pipeline import Pipeline
+
+log = logging.getLogger("facegate.servicer")
+
+STATUS = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "INTERNAL": grpc.StatusCode.INTERNAL,
+}
+ENROLL_STATUS = {"ACCEPTED": pb.EnrollResponse.ACCEPTED, "ALREADY_ENROLLED": pb.EnrollResponse.ALREADY_ENROLLED,
+                 "REJECTED": pb.EnrollResponse.REJECTED}
+
+
+def _reason(name: str) -> int:
+    return pb.Reason.Value(name) if name in pb.Reason.keys() else pb.REASON_UNSPECIFIED
+
+
+def _stages(stages):
+    return [pb.StageResult(name=s.name, outcome=s.outcome, score=s.score, seconds=s.seconds) for s in stages]
+
+
+class FaceGateServicer(pb_grpc.FaceGateServicer):
+    def __init__(self, pipeline: Pipeline, workers: int = 2):
+        self.pipeline = pipeline
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
+
+    async def _call(self, context, fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        except FacegateError as e:
+            await context.abort(STATUS[e.code], e.message)
+
+    async def Verify(self, request, context):
+        r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
+                             request.audio)
+        return pb.VerifyResponse(
+            decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject,
+            distance=-1.0 if r.distance is None else r.distance, threshold=r.threshold, site=r.site,
+            light_profile=r.light_profile, encoder_version=r.encoder_version, latency_ms=r.latency_ms,
+            detail=r.detail, stages=_stages(r.stages))
+
+    async def Identify(self, request, context):
+        r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio)
+        return pb.IdentifyResponse(
+            decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject or "",
+            votes=r.votes, votes_needed=r.votes_needed,
+            neighbours=[pb.Neighbour(subject_id=s, distance=d) for s, d in r.neighbours], threshold=r.threshold,
+            site=r.site, light_profile=r.light_profile, encoder_version=r.encoder_version, latency_ms=r.latency_ms,
+            detail=r.detail, stages=_stages(r.stages))
+
+    async def Enroll(self, request_iterator, context):
+        async for req in request_iterator:
+            try:
+                r = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.pipeline.enroll, req.subject_id, req.image)
+            except FacegateError as e:
+                # one bad photo does not end the job: it is answered, and the stream goes on
+                yield pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
+                                        status=pb.EnrollResponse.REJECTED, detail=e.message, error_code=e.code)
+                continue
+            yield pb.EnrollResponse(
+                photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
+                reason=_reason(r.reason) if r.reason else pb.REASON_UNSPECIFIED, detail=r.detail,
+                template_id=r.template_id,
+                duplicates=[pb.DuplicateWarning(other_subject=s, distance=d) for s, d in r.duplicates])
+
+    async def DeleteSubject(self, request, context):
+        n = await self._call(context, self.pipeline.delete, request.subject_id)
+        return pb.DeleteSubjectResponse(subject_id=request.subject_id, removed=n)
+
+    async def Cluster(self, request, context):
+        r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k)
+        return pb.ClusterResponse(
+            k=r.k,
+            assignments=[pb.ClusterAssignment(name=p.name, cluster=c, reason=_reason(reason) if reason else 0)
+                         for p, (c, reason) in zip(request.photos, r.assignments)],
+            centroids=[pb.Centroid(vector=c.tolist()) for c in r.centroids],
+            silhouette=r.silhouette if r.silhouette is not None else 0.0)
+
+    async def GetStatus(self, request, context):
+        s = await self._call(context, self.pipeline.status)
+        return pb.GetStatusResponse(subjects=s["subjects"], templates=s["templates"],
+                                    encoder_version=s["encoder_version"], index_version=s["index_version"],
+                                    generation=s["generation"])

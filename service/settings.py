@@ -1,0 +1,44 @@
+"""The service's settings: one pydantic-settings class. Precedence: command-line flags, then
+environment (FACEGATE_*), then the TOML file given to `serve --config`, then the defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_", extra="forbid", frozen=True)
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("data")
+    checkpoint: Path | None = None            # None: the encoder that ships with facegate
+    default_site: str = "default"
+    identify_k: int = Field(5, ge=1, le=100)
+    identify_min_votes: int = Field(2, ge=1)
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)   # gRPC refuses larger: RESOURCE_EXHAUSTED
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_cluster_photos: int = Field(500, ge=1)
+    workers: int = Field(2, ge=1)             # threads running the face models
+    grace_seconds: float = 5.0
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config: str | Path | None = None, **overrides) -> Settings:
+    """Settings from a TOML file (optional), the environment and explicit overrides (None = not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        return Settings(**given)
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    return FileSettings(**given)
