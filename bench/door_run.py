@@ -1,0 +1,154 @@
+"""The door run: a running server, driven through the CLI exactly as a camera client would.
+
+Enrolls N people of pairs_devtest.tsv who have two or more photos (their first photo; the
+others are probes), then for every probe: Verify as its owner (a false reject if REJECT) and
+as another enrolled person (a false accept if ACCEPT), and Identify it (identified as the
+right person, as a wrong one, or "unknown"); then Identify photos of N other DevTest people
+who were never enrolled (strangers: "unknown" is right). Prints one JSON object and writes a
+PNG of the verify distances beside it.
+
+  python bench/door_run.py --server 127.0.0.1:50051 [--people 100] [--probes 3] [--out bench/out/door]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(facegate: str, *args: str) -> tuple[int, dict]:
+    p = subprocess.run([facegate, *args, "--json"], capture_output=True, text=True, timeout=300)
+    out = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+    return p.returncode, out
+
+
+def devtest_people(lfw: Path) -> dict[str, list[str]]:
+    names = set()
+    for line in (lfw / "pairs_devtest.tsv").read_text().splitlines():
+        a, b, _, _ = line.split("\t")
+        names.update({a.split("/")[1], b.split("/")[1]})
+    return {n: sorted(str(p) for p in (lfw / "images" / n).glob("*.jpg")) for n in sorted(names)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--lfw", default=str(ROOT.parent / "shared/data/faces/lfw"))
+    ap.add_argument("--people", type=int, default=100)
+    ap.add_argument("--probes", type=int, default=3, help="probe photos per enrolled person, at most")
+    ap.add_argument("--strangers-photos", type=int, default=2, help="photos per stranger, at most")
+    ap.add_argument("--site", default="")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--facegate", default=str(ROOT / ".venv/bin/facegate"))
+    ap.add_argument("--out", default=str(ROOT / "bench/out/door"))
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    people = devtest_people(Path(a.lfw))
+    multi = [n for n, ps in people.items() if len(ps) >= 2]
+    rng.shuffle(multi)
+    enrolled = multi[:a.people]
+    strangers = [n for n in people if n not in set(enrolled)]
+    rng.shuffle(strangers)
+    strangers = strangers[:a.people]
+
+    gallery = Path(tempfile.mkdtemp(prefix="fg-door-"))
+    try:
+        for n in enrolled:
+            (gallery / n).mkdir()
+            shutil.copy(people[n][0], gallery / n)
+        t0 = time.time()
+        rc, summary = cli(a.facegate, "enroll", str(gallery), "--server", a.server)
+        if rc != 0:
+            sys.exit(f"enroll failed: {summary}")
+        enrolled = [n for n in enrolled if not any(r["path"].startswith(str(gallery / n) + "/")
+                                                     for r in summary["rejected"])]
+    finally:
+        shutil.rmtree(gallery, ignore_errors=True)
+    site = ["--site", a.site] if a.site else []
+    counts = defaultdict(int)
+    genuine_d, impostor_d = [], []
+    n_calls = 0
+    for i, n in enumerate(enrolled):
+        for probe in people[n][1:1 + a.probes]:
+            other = enrolled[(i + 1 + rng.randrange(len(enrolled) - 1)) % len(enrolled)]
+            rc, r = cli(a.facegate, "verify", probe, "--subject", n, "--server", a.server, *site)
+            n_calls += 1
+            if r.get("reason") in ("NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL"):
+                counts["probe_no_usable_face"] += 1
+            counts["genuine"] += 1
+            counts["false_reject"] += rc != 0
+            if r.get("distance") is not None:
+                genuine_d.append(r["distance"])
+            rc, r = cli(a.facegate, "verify", probe, "--subject", other, "--server", a.server, *site)
+            counts["impostor"] += 1
+            counts["false_accept"] += rc == 0
+            if r.get("distance") is not None:
+                impostor_d.append(r["distance"])
+            rc, r = cli(a.facegate, "identify", probe, "--server", a.server, *site)
+            n_calls += 2
+            counts["identify_enrolled"] += 1
+            if r.get("subject") == n:
+                counts["identified_right"] += 1
+            elif r.get("subject"):
+                counts["identified_wrong"] += 1
+            else:
+                counts["enrolled_unknown"] += 1
+            threshold = r.get("threshold")
+        print(f"{i + 1}/{len(enrolled)} people probed", file=sys.stderr)
+    for n in strangers:
+        for photo in people[n][:a.strangers_photos]:
+            rc, r = cli(a.facegate, "identify", photo, "--server", a.server, *site)
+            n_calls += 1
+            counts["strangers"] += 1
+            counts["strangers_unknown"] += r.get("subject") is None and rc == 1
+    res = {
+        "enrolled_people": len(enrolled), "enroll": {k: summary[k] for k in ("accepted", "already_enrolled")}
+        | {"rejected": len(summary["rejected"])},
+        "verify_genuine": counts["genuine"], "verify_impostor": counts["impostor"],
+        "verify_frr": round(counts["false_reject"] / max(counts["genuine"], 1), 4),
+        "verify_far": round(counts["false_accept"] / max(counts["impostor"], 1), 4),
+        "probes_without_usable_face": counts["probe_no_usable_face"],
+        "identify_enrolled_probes": counts["identify_enrolled"],
+        "identified_right_rate": round(counts["identified_right"] / max(counts["identify_enrolled"], 1), 4),
+        "identified_wrong_rate": round(counts["identified_wrong"] / max(counts["identify_enrolled"], 1), 4),
+        "enrolled_unknown_rate": round(counts["enrolled_unknown"] / max(counts["identify_enrolled"], 1), 4),
+        "stranger_photos": counts["strangers"],
+        "strangers_unknown_rate": round(counts["strangers_unknown"] / max(counts["strangers"], 1), 4),
+        "identify_threshold": threshold if counts["identify_enrolled"] else None,
+        "cli_calls": n_calls, "seconds": round(time.time() - t0, 1),
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.with_suffix(".json")).write_text(json.dumps(res, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(genuine_d, bins=30, alpha=0.6, label="owner's probe")
+        ax.hist(impostor_d, bins=30, alpha=0.6, label="someone else's card")
+        ax.set_xlabel("distance (Euclidean, unit vectors)")
+        ax.set_ylabel("verify calls")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out.with_suffix(".png"), dpi=110)
+        res["plot"] = str(out.with_suffix(".png"))
+    except ImportError:
+        pass
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
