@@ -1,0 +1,107 @@
+"""The pipeline's reasons and rules as plain function calls (no gRPC), on real photos."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder.images import decode_image
+from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.settings import Settings
+
+
+def jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from encoder.embedder import Embedder
+
+    return Embedder.from_checkpoint()
+
+
+@pytest.fixture
+def pipeline(tmp_path, embedder):
+    from index.template_store import TemplateStore
+    from service.pipeline import Pipeline
+    from service.thresholds import ThresholdStore
+
+    settings = Settings(data_dir=tmp_path, max_pixels=5_000_000)
+    return Pipeline(settings, embedder, TemplateStore(tmp_path / "index"), ThresholdStore(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def faces(lfw):
+    img = lfw / "images"
+    return {
+        "gul1": (img / "Abdullah_Gul/Abdullah_Gul_0013.jpg").read_bytes(),
+        "gul2": (img / "Abdullah_Gul/Abdullah_Gul_0014.jpg").read_bytes(),
+        "reese": (img / "Reese_Witherspoon/Reese_Witherspoon_0003.jpg").read_bytes(),
+    }
+
+
+def test_photo_reasons(pipeline, faces):
+    assert pipeline.enroll("gul", faces["gul1"]).status == "ACCEPTED"
+    gul, reese = decode_image(faces["gul2"]), decode_image(faces["reese"])
+    two = jpeg(np.concatenate([gul, reese], axis=1))
+    r = pipeline.verify("gul", two)
+    assert (r.decision, r.reason, r.distance) == ("REJECT", "MULTIPLE_FACES", None)
+    far = np.full((400, 400, 3), 128, np.uint8)
+    far[165:235, 165:235] = cv2.resize(gul, (70, 70))
+    r = pipeline.verify("gul", jpeg(far))
+    assert (r.decision, r.reason) == ("REJECT", "FACE_TOO_SMALL")
+    noise = np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    assert pipeline.verify("gul", jpeg(noise)).reason == "NO_FACE"
+    r = pipeline.verify("gul", faces["gul2"])
+    assert r.reason in ("MATCH", "NO_MATCH") and r.distance is not None
+    assert (r.decision == "ACCEPT") == (r.distance <= r.threshold)
+
+
+def test_request_errors(pipeline, faces):
+    pipeline.enroll("gul", faces["gul1"])
+    with pytest.raises(NotFound):
+        pipeline.verify("nobody", faces["gul2"])
+    with pytest.raises(InvalidArgument, match="empty"):
+        pipeline.verify("gul", b"")
+    with pytest.raises(InvalidArgument, match="over the limit"):
+        pipeline.verify("gul", jpeg(np.zeros((3000, 2000, 3), np.uint8)))   # 6 Mpx > 5 Mpx
+    with pytest.raises(InvalidArgument, match="subject_id"):
+        pipeline.enroll("", faces["gul1"])
+    with pytest.raises(InvalidArgument, match="k must"):
+        pipeline.cluster([faces["gul1"]], k=-1)
+    with pytest.raises(InvalidArgument, match="only 1"):
+        pipeline.cluster([faces["gul1"]], k=2)
+
+
+def test_the_same_face_under_another_subject_is_flagged(pipeline, faces):
+    pipeline.enroll("gul", faces["gul1"])
+    r = pipeline.enroll("card-4711", faces["gul1"])          # a stolen or shared card
+    assert r.status == "ACCEPTED" and [s for s, _ in r.duplicates] == ["gul"]
+    assert r.duplicates[0][1] < 0.05
+
+
+def test_a_sites_threshold_overrides_the_checkpoints_and_another_encoders_is_refused(pipeline, faces):
+    pipeline.enroll("gul", faces["gul1"])
+    pipeline.thresholds.put("pool", "day", 0.0001, pipeline.version)
+    r = pipeline.verify("gul", faces["gul2"], site="pool")
+    assert r.threshold == pytest.approx(0.0001) and r.decision == "REJECT" and r.site == "pool"
+    pipeline.thresholds.put("gym", "day", 1.9, "some-other-encoder")
+    with pytest.raises(FailedPrecondition, match="some-other-encoder"):
+        pipeline.verify("gul", faces["gul2"], site="gym")
+
+
+def test_audit_log_holds_no_photo_and_no_embedding(pipeline, faces, tmp_path):
+    pipeline.enroll("gul", faces["gul1"])
+    pipeline.verify("gul", faces["gul2"])
+    pipeline.identify(faces["reese"])
+    text = (tmp_path / "audit.jsonl").read_text()
+    lines = text.splitlines()
+    assert [__import__("json").loads(x)["rpc"] for x in lines] == ["Enroll", "Verify", "Identify"]
+    assert len(text) < 3000            # a 128-d embedding alone would print as ~2,500 characters per line
+    assert "vector" not in text and "image" not in text
