@@ -1,0 +1,115 @@
+"""facegate against the face_recognition library (dlib's ResNet), on the same pair list, in one run.
+
+For each: 10-fold accuracy (LFW protocol), AUC, EER, TAR at FAR 1e-2 and 1e-3, and the time
+per photo of detection+alignment and of embedding, each measured the same way for both: one
+thread, batch 1, the first photos (warm-up) left out, the median over the photos. Both ROC
+curves go on one PNG beside the JSON. The peer runs with its documented defaults
+(face_locations: HOG, 1 upsample; face_encodings: 5-point landmarks, 1 jitter). A photo in
+which a detector finds no face is scored from a centre crop (CONTRACT.md), for both.
+
+  python bench/accuracy.py --pairs ../shared/data/faces/lfw/pairs_devtest.tsv --root ../shared/data/faces/lfw
+Needs the teacher extra for the peer (./dev teacher); without it, facegate alone is measured.
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"  # one thread, for both, before numpy/torch/dlib load
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
+from encoder.pair_metrics import pair_report, plot_roc, roc  # noqa: E402
+from encoder.images import decode_image  # noqa: E402
+
+
+def peer_embed(root: Path, paths: list[str]):
+    import face_recognition as fr
+
+    vectors, no_face, t_det, t_emb = {}, 0, [], []
+    for p in tqdm(paths, desc="face_recognition", unit="photo", file=sys.stderr):
+        img = decode_image(root / p)
+        t0 = time.perf_counter()
+        locs = fr.face_locations(img)
+        t1 = time.perf_counter()
+        if not locs:
+            no_face += 1
+            h, w = img.shape[:2]
+            side = int(min(h, w) * 0.55)
+            top, left = (h - side) // 2, (w - side) // 2
+            locs = [(top, left + side, top + side, left)]
+        elif len(locs) > 1:  # the largest face, as facegate does
+            locs = [max(locs, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))]
+        t2 = time.perf_counter()
+        enc = fr.face_encodings(img, known_face_locations=locs)[0]
+        t3 = time.perf_counter()
+        vectors[p] = np.asarray(enc, np.float32)
+        t_det.append(t1 - t0)
+        t_emb.append(t3 - t2)
+    skip = WARMUP if len(paths) > 2 * WARMUP else 0
+    return vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:]))
+
+
+def score(pairs: PairList, vectors: dict) -> tuple[np.ndarray, dict]:
+    a = np.stack([vectors[p] for p in pairs.a])
+    b = np.stack([vectors[p] for p in pairs.b])
+    d = np.linalg.norm(a - b, axis=1)
+    return d, pair_report(d, pairs.same, pairs.folds)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--plot", default=None, help="PNG path (default: bench/out/accuracy_<pairs>.png)")
+    ap.add_argument("--no-peer", action="store_true")
+    a = ap.parse_args()
+    import torch
+
+    from encoder.embedder import Embedder
+
+    torch.set_num_threads(1)
+    pairs = PairList.read(a.pairs)
+    photos = sorted(set(pairs.a) | set(pairs.b))
+    out = {"pairs": len(pairs.a), "images": len(photos), "threads": 1}
+    curves = {}
+    emb = Embedder.from_checkpoint(a.checkpoint)
+    fg = embed_photos(emb, a.root, photos, threads=1, desc="facegate")
+    d, rep = score(pairs, fg.vectors)
+    out["facegate"] = {**rep, "encoder_version": emb.version, "no_face": fg.no_face,
+                       "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
+    curves[f"facegate {emb.version}"] = roc(d, pairs.same)[1:]
+    if not a.no_peer:
+        try:
+            vec, nf, td, te = peer_embed(Path(a.root), photos)
+        except ImportError as e:
+            out["face_recognition"] = {"error": f"not installed ({e}): run ./dev teacher"}
+        else:
+            d, rep = score(pairs, vec)
+            out["face_recognition"] = {**rep, "no_face": nf, "sec_per_detect": round(td, 5),
+                                       "sec_per_embed": round(te, 5)}
+            curves["face_recognition (dlib ResNet, HOG)"] = roc(d, pairs.same)[1:]
+            out["embed_speedup"] = round(te / max(fg.sec_per_embed, 1e-9), 2)
+            out["acc_difference"] = round(out["facegate"]["acc"] - out["face_recognition"]["acc"], 4)
+    plot = Path(a.plot or ROOT / f"bench/out/accuracy_{Path(a.pairs).stem}.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_roc(curves, str(plot), title=f"ROC on {Path(a.pairs).name}")
+    out["plot"] = str(plot)
+    plot.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
