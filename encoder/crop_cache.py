@@ -120,6 +120,20 @@ def build_cache(photos: list[Photo], cache_dir: str | Path, config: AlignConfig 
     return out
 
 
+def wait_for_cache(photos: list[Photo], cache_dir: str | Path, config: AlignConfig = AlignConfig(),
+                   teacher: bool = False, timeout: float = 24 * 3600, poll: float = 5.0) -> Path:
+    """For the other ranks of a distributed run: wait until rank 0 has built the cache."""
+    import time
+
+    out = Path(cache_dir) / cache_key(photos, config, teacher)
+    deadline = time.time() + timeout
+    while not (out / "manifest.json").exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"the crop cache {out} was not built within {timeout:.0f} s")
+        time.sleep(poll)
+    return out
+
+
 def _save_npy(path: Path, arr: np.ndarray):
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, arr)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .augment import AugmentConfig, augment
 from .crop_cache import CropCache
+from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
 from .face_encoder import EncoderConfig, FaceEncoder, preprocess
 from .face_folders import UNLABELLED
 from .miners import create_miner
@@ -173,47 +174,68 @@ def evaluate(model: FaceEncoder, data: TrainData, device="cpu") -> dict:
     return out
 
 
-def _batch_rows(sampler_batch: list[int], data: TrainData, cfg: TrainConfig, step: int) -> np.ndarray:
+def _batch_rows(sampler_batch: list[int], data: TrainData, cfg: TrainConfig, step: int,
+                dist_info: DistInfo = DistInfo()) -> tuple[np.ndarray, np.ndarray]:
+    """-> (rows of the whole batch, this rank's rows). The whole batch is the P x K identities
+    plus `extra` photos from everything; rank r takes its share of each part, and the whole
+    batch is the ranks' shares in rank order (the order all_gather_with_grad joins them)."""
     rng = np.random.default_rng([cfg.seed, step, 1])
     extra = rng.choice(data.train_idx, cfg.extra, replace=False) if cfg.extra else np.zeros(0, np.int64)
-    return np.concatenate([np.asarray(sampler_batch, np.int64), extra])
+    pk = np.asarray(sampler_batch, np.int64)
+    if not dist_info.enabled:
+        rows = np.concatenate([pk, extra])
+        return rows, rows
+    parts = [np.concatenate([shard(pk, DistInfo(r, dist_info.world)), shard(extra, DistInfo(r, dist_info.world))])
+             for r in range(dist_info.world)]
+    return np.concatenate(parts), parts[dist_info.rank]
 
 
-def train_step(model, optimizer, scaler, data: TrainData, rows: np.ndarray, cfg: TrainConfig, step: int,
-               miner, loss_fn, device) -> dict:
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    torch.manual_seed(cfg.seed * 7_919 + step)  # dropout: a function of the step, so a resumed run is the same run
-    idx = torch.from_numpy(rows)
-    x = augment(data.crops[idx], cfg.encoder.input_size, cfg.augment, gen).to(device, non_blocking=True)
+def batch_loss(e: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig,
+               miner, loss_fn) -> tuple[torch.Tensor, dict, int]:
+    """The loss of one whole batch of embeddings: triplet (mined online), and with a teacher,
+    cosine distillation and relational distillation. -> (loss, parts, number of triplets)."""
+    triplets = miner(e, labels)
+    parts = {"triplet": loss_fn(e, labels, triplets)}
+    loss = cfg.w_triplet * parts["triplet"]
+    if teacher is not None and (cfg.w_distill or cfg.w_relation):
+        parts["distill"] = (1 - (e * teacher).sum(1)).mean()
+        off = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+        parts["relation"] = F.mse_loss((e @ e.T)[off], (teacher @ teacher.T)[off])
+        loss = loss + cfg.w_distill * parts["distill"] + cfg.w_relation * parts["relation"]
+    return loss, parts, int(len(triplets[0]))
+
+
+def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray, np.ndarray], cfg: TrainConfig,
+               step: int, miner, loss_fn, device, dist_info: DistInfo = DistInfo()) -> dict:
+    all_rows, local_rows = rows
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1_009 + dist_info.rank)
+    torch.manual_seed(cfg.seed * 7_919 + step * 1_013 + dist_info.rank)  # dropout: a function of step and rank,
+    # so a resumed run is the same run
+    x = augment(data.crops[torch.from_numpy(local_rows)], cfg.encoder.input_size, cfg.augment, gen)
+    x = x.to(device, non_blocking=True)
+    idx = torch.from_numpy(all_rows)
     labels = data.labels[idx].to(device)
+    teacher = data.teacher[idx].to(device) if data.teacher is not None else None
     for g in optimizer.param_groups:
         g["lr"] = lr_at(step, cfg)
     model.train()
     use_amp = cfg.amp and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        e = model(x)
-    e = e.float()
-    triplets = miner(e, labels)
-    parts = {"triplet": loss_fn(e, labels, triplets)}
-    loss = cfg.w_triplet * parts["triplet"]
-    if data.teacher is not None and (cfg.w_distill or cfg.w_relation):
-        t = data.teacher[idx].to(device)
-        parts["distill"] = (1 - (e * t).sum(1)).mean()
-        off = ~torch.eye(len(rows), dtype=torch.bool, device=device)
-        parts["relation"] = F.mse_loss((e @ e.T)[off], (t @ t.T)[off])
-        loss = loss + cfg.w_distill * parts["distill"] + cfg.w_relation * parts["relation"]
+        e_local = model(x)
+    e = all_gather_with_grad(e_local.float())
+    loss, parts, n_triplets = batch_loss(e, labels, teacher, cfg, miner, loss_fn)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     out = {k: v.item() for k, v in parts.items()}
     out["loss"] = loss.item()
-    out["triplets"] = int(len(triplets[0]))
+    out["triplets"] = n_triplets
     return out
 
 
 def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, end_step, miner, loss_fn,
-                    device, bar, log) -> dict:
+                    device, bar, log, dist_info: DistInfo = DistInfo()) -> dict:
     """Steps [start_step, end_step) of the current sampler epoch; checkpoints via `log`."""
     sums, n = {}, 0
     skip = start_step % cfg.eval_every
@@ -223,8 +245,8 @@ def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, en
         step = start_step + (i - skip)
         if step >= end_step:
             break
-        stats = train_step(model, optimizer, scaler, data, _batch_rows(batch, data, cfg, step), cfg, step,
-                           miner, loss_fn, device)
+        stats = train_step(model, optimizer, scaler, data, _batch_rows(batch, data, cfg, step, dist_info), cfg,
+                           step, miner, loss_fn, device, dist_info)
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1
@@ -247,10 +269,17 @@ def _atomic_torch_save(obj, path: Path):
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,
                  stop_at: int | None = None) -> tuple[FaceEncoder, dict]:
     """Train (or resume) to cfg.steps; `stop_at` ends this run early at that step, as an
-    interruption would (tests use it to prove that a resumed run equals an uninterrupted one)."""
+    interruption would (tests use it to prove that a resumed run equals an uninterrupted one).
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this: the model is wrapped in
+    DistributedDataParallel with batch norm over the global batch, each rank embeds its share
+    of every batch, and rank 0 alone evaluates, logs and writes checkpoints."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -268,52 +297,68 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, history = state["step"], state["history"]
-        print(f"resumed from {last} at step {step}", file=sys.stderr)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    n_lab = int((data.labels[torch.from_numpy(data.train_idx)] >= 0).sum())
-    print(json.dumps({"train_photos": len(data.train_idx), "labelled": n_lab, "val_pairs": len(data.val_pairs),
-                      "teacher": data.teacher is not None,
-                      "params": sum(p.numel() for p in model.parameters())}), file=sys.stderr)
+        if dist_info.main:
+            print(f"resumed from {last} at step {step}", file=sys.stderr)
+    net = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        convert_batchnorm(model)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    main = dist_info.main
+    if main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        n_lab = int((data.labels[torch.from_numpy(data.train_idx)] >= 0).sum())
+        print(json.dumps({"train_photos": len(data.train_idx), "labelled": n_lab, "val_pairs": len(data.val_pairs),
+                          "teacher": data.teacher is not None, "world_size": dist_info.world, "device": str(device),
+                          "params": sum(p.numel() for p in model.parameters())}), file=sys.stderr)
     sampler = PKSampler(data.labels[torch.from_numpy(data.train_idx)].numpy(), cfg.p, cfg.k, cfg.eval_every, cfg.seed)
     # the sampler draws positions in train_idx; map them back to cache rows
     sampler.groups = [data.train_idx[g] for g in sampler.groups]
     miner, loss_fn = create_miner(cfg.miner, cfg.margin), TripletMarginLoss(cfg.margin)
-    logf = open(out / "log.jsonl", "a")
+    logf = open(out / "log.jsonl", "a") if main else None
 
-    def log(s, stats):
-        logf.write(json.dumps({"step": s, **{k: round(v, 6) if isinstance(v, float) else v
-                                            for k, v in stats.items()}}) + "\n")
-        logf.flush()
-        if s % cfg.ckpt_every == 0 or s == cfg.steps:
+    def save_state(s):
+        if main:
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scaler": scaler.state_dict(), "step": s, "history": history,
                                 "config": json.loads(json.dumps(asdict(cfg)))}, last)
 
-    t0 = time.time()
-    with tqdm(total=cfg.steps, initial=step, desc="train", unit="step", file=sys.stderr) as bar:
+    def log(s, stats):
+        if main:
+            logf.write(json.dumps({"step": s, **{k: round(v, 6) if isinstance(v, float) else v
+                                                for k, v in stats.items()}}) + "\n")
+            logf.flush()
+        if s % cfg.ckpt_every == 0 or s == cfg.steps:
+            save_state(s)
+
+    t0, first_step = time.time(), step
+    with tqdm(total=cfg.steps, initial=step, desc="train", unit="step", file=sys.stderr, disable=not main) as bar:
         while step < min(cfg.steps, stop_at or cfg.steps):
             epoch = step // cfg.eval_every
             sampler.set_epoch(epoch)
             end = min(cfg.steps, (epoch + 1) * cfg.eval_every, stop_at or cfg.steps)
-            stats = train_one_epoch(model, optimizer, scaler, data, sampler, cfg, step, end, miner, loss_fn,
-                                    device, bar, log)
+            stats = train_one_epoch(net, optimizer, scaler, data, sampler, cfg, step, end, miner, loss_fn,
+                                    device, bar, log, dist_info)
             step = end
             if step % cfg.eval_every and step != cfg.steps:   # interrupted mid-epoch: save, no evaluation
-                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "step": step, "history": history,
-                                    "config": json.loads(json.dumps(asdict(cfg)))}, last)
+                save_state(step)
                 break
-            metrics = evaluate(model, data, device)
-            history.append({"step": step, **{k: round(v, 5) for k, v in stats.items()}, **metrics})
-            print(json.dumps(history[-1]), file=sys.stderr)
-            log(step, {"eval": 1.0, **{k: float(v) for k, v in metrics.items()}})
+            if main:
+                metrics = evaluate(model, data, device)
+                history.append({"step": step, **{k: round(v, 5) for k, v in stats.items()}, **metrics})
+                print(json.dumps(history[-1]), file=sys.stderr)
+                log(step, {"eval": 1.0, **{k: float(v) for k, v in metrics.items()}})
             if step % cfg.ckpt_every:
-                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "step": step, "history": history,
-                                    "config": json.loads(json.dumps(asdict(cfg)))}, last)
-    logf.close()
+                save_state(step)
+    if logf:
+        logf.close()
     model.eval()
-    summary = {"steps": cfg.steps, "seconds_this_run": round(time.time() - t0, 1),
-               "final": history[-1] if history else {}, "history": history}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    seconds = time.time() - t0
+    summary = {"steps": cfg.steps, "seconds_this_run": round(seconds, 1),
+               "photos_per_second": round((step - first_step) * (cfg.p * cfg.k + cfg.extra) / max(seconds, 1e-9), 1),
+               "final": history[-1] if history else {}, "history": history, "world_size": dist_info.world}
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return model, summary

@@ -45,7 +45,7 @@ class _DataAction(argparse.Action):
 def cmd_train(a) -> int:
     from encoder.align import AlignConfig
     from encoder.checkpoint import save_checkpoint
-    from encoder.crop_cache import CropCache, build_cache
+    from encoder.crop_cache import CropCache, build_cache, wait_for_cache
     from encoder.face_encoder import EncoderConfig
     from encoder.face_folders import list_person_folders, list_unlabelled, read_people_list
     from encoder.train import TrainConfig, run_training
@@ -64,7 +64,8 @@ def cmd_train(a) -> int:
     enc = {**base.get("encoder", {}), **({"input_size": a.input_size} if a.input_size else {})}
     if a.backbone:
         enc["backbone"] = a.backbone
-    overrides = {k: v for k, v in {"steps": a.steps, "p": a.p, "k": a.k, "extra": a.extra, "lr": a.lr,
+    overrides = {k: v for k, v in {"steps": a.steps, "p": a.identities_per_batch, "k": a.photos_per_identity,
+                                   "extra": a.extra_per_batch, "lr": a.lr,
                                    "miner": a.miner, "margin": a.margin, "device": a.device, "seed": a.seed,
                                    "threads": a.threads, "eval_every": a.eval_every,
                                    "ckpt_every": a.ckpt_every}.items() if v is not None}
@@ -76,9 +77,15 @@ def cmd_train(a) -> int:
             raise CliError("FAILED_PRECONDITION", f"--device {cfg.device} asked for, but CUDA is not available here")
     print(f"{len(photos)} photos from {len(a.data)} labelled and {len(a.unlabelled or [])} unlabelled folders",
           file=sys.stderr)
-    cache_dir = build_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher, workers=a.workers)
+    rank = int(os.environ.get("RANK", "0"))   # under torchrun: rank 0 builds the cache, the others wait for it
+    if rank == 0:
+        cache_dir = build_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher, workers=a.workers)
+    else:
+        cache_dir = wait_for_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher)
     cache = CropCache(cache_dir)
     model, summary = run_training(cfg, cache, a.out, resume=not a.no_resume)
+    if rank != 0:
+        return 0
     training = {
         "data": [{"dir": os.path.abspath(d["dir"]), "people": d["people"] and os.path.abspath(d["people"])}
                  for d in a.data],
@@ -292,8 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the exported encoder embeds each face and its mirror image and averages them")
     t.add_argument("--backbone")
     t.add_argument("--input-size", type=int)
-    for name, typ in [("steps", int), ("p", int), ("k", int), ("extra", int), ("lr", float), ("margin", float),
-                      ("seed", int), ("threads", int), ("eval-every", int), ("ckpt-every", int)]:
+    # long names only: under torchrun, a flag like --p would be taken for one of torchrun's own
+    t.add_argument("--identities-per-batch", type=int, help="P of the P x K batch")
+    t.add_argument("--photos-per-identity", type=int, help="K of the P x K batch")
+    t.add_argument("--extra-per-batch", type=int, help="photos drawn from everything, for distillation")
+    for name, typ in [("steps", int), ("lr", float), ("margin", float), ("seed", int), ("threads", int),
+                      ("eval-every", int), ("ckpt-every", int)]:
         t.add_argument(f"--{name}", type=typ)
     t.add_argument("--miner", choices=["semihard", "batchhard"])
     t.add_argument("--device", help="cpu, cuda, cuda:N")
