@@ -274,6 +274,26 @@ def cmd_enroll(a) -> int:
     return 0
 
 
+def cmd_reindex(a) -> int:
+    from .errors import FacegateError
+    from .reindex import reindex
+
+    try:
+        summary = reindex(a.photo_dir, a.data_dir, a.checkpoint, a.name, switch=not a.no_switch)
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    _emit(summary, a.json)
+    return 0
+
+
+def cmd_switch_index(a) -> int:
+    from .index_layout import switch_index
+
+    switch_index(a.data_dir, a.name)
+    _emit({"data_dir": a.data_dir, "current": a.name}, a.json)
+    return 0
+
+
 # -------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facegate", description="face access control for a campus")
@@ -374,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
     client(st)
     st.set_defaults(func=cmd_status)
+
+    ri = sub.add_parser("reindex", help="upgrade: re-enroll a photo source with an encoder into a new index "
+                                         "version, then switch to it atomically")
+    ri.add_argument("photo_dir", help="the photo source: DIR/<subject_id>/<photos>")
+    ri.add_argument("--data-dir", required=True)
+    ri.add_argument("--name", help="the new index version's name (default: the encoder version)")
+    ri.add_argument("--no-switch", action="store_true", help="build it, but leave CURRENT as it is")
+    common(ri)
+    ri.set_defaults(func=cmd_reindex)
+    sw = sub.add_parser("switch-index", help="point the data folder at another index version (atomic)")
+    sw.add_argument("name")
+    sw.add_argument("--data-dir", required=True)
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_switch_index)
 
     m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
     m.add_argument("photos", nargs="+")

@@ -279,6 +279,7 @@ def check_encoder_versions(store: TemplateStore, version: str) -> None:
     if other:
         raise FailedPrecondition(
             f"the data folder {store.folder} holds templates of encoder {', '.join(sorted(other))}, but the loaded "
-            f"encoder is {version}: distances of two encoders cannot be compared. Re-enroll the photos into a new "
-            f"data folder with this encoder (`facegate serve --data-dir NEW` and `facegate enroll PHOTOS --server ...`), "
-            f"then switch to it; or serve this folder with the checkpoint that made it (--checkpoint).")
+            f"encoder is {version}: distances of two encoders cannot be compared. Re-enroll the photo source with "
+            f"this encoder into a new index version and switch to it: `facegate reindex PHOTO_DIR --data-dir "
+            f"{store.folder.parent.parent} --checkpoint CHECKPOINT`; or serve this folder with the checkpoint "
+            f"that made it (--checkpoint).")

@@ -21,6 +21,7 @@ from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
+from .index_layout import current_index_dir
 from .pipeline import AuditLog, Pipeline, check_encoder_versions
 from .servicer import FaceGateServicer
 from .settings import Settings
@@ -67,7 +68,7 @@ def build_deps(settings: Settings) -> Deps:
     embedder = Embedder.from_checkpoint(settings.checkpoint)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    store = TemplateStore(data / "index", dim=embedder.model.config.embedding_dim)
+    store = TemplateStore(current_index_dir(data), dim=embedder.model.config.embedding_dim)
     check_encoder_versions(store, embedder.version)
     pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"))
     return Deps(pipeline)

@@ -180,7 +180,9 @@ def test_acknowledged_enrollment_survives_sigkill(tmp_path, gallery, photos):
         assert summary["accepted"] == 3
     finally:
         s.kill()                                              # right after the acknowledgement
-    store = TemplateStore(tmp_path / "index")
+    from service.index_layout import current_index_dir
+
+    store = TemplateStore(current_index_dir(tmp_path, create=False))
     store.check()                                             # index and metadata agree
     assert store.status()["templates"] == 3
     store.close()
@@ -213,4 +215,4 @@ def test_serve_refuses_templates_of_another_encoder(tmp_path, gallery, photos):
                        text=True, timeout=120)
     assert p.returncode == 2
     err = json.loads(p.stdout)["error"]
-    assert err["code"] == "FAILED_PRECONDITION" and "Re-enroll" in err["message"]
+    assert err["code"] == "FAILED_PRECONDITION" and "facegate reindex" in err["message"]
