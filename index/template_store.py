@@ -58,6 +58,7 @@ class TemplateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._init_schema()
+            self.index_version = self._meta("index_version")
             self.index = self._rebuild()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable template database: {e}") from None
@@ -151,16 +152,21 @@ class TemplateStore:
             return len(ids)
 
     # ---------------------------------------------------------------------------- reads
+    # One connection serves every thread; the lock keeps a reader out of a writer's open transaction.
     def has_subject(self, subject: str) -> bool:
-        return self._db.execute("SELECT 1 FROM templates WHERE subject = ? LIMIT 1", (subject,)).fetchone() is not None
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM templates WHERE subject = ? LIMIT 1",
+                                    (subject,)).fetchone() is not None
 
     def template_counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT subject, COUNT(*) FROM templates GROUP BY subject").fetchall())
+        with self._lock:
+            return dict(self._db.execute("SELECT subject, COUNT(*) FROM templates GROUP BY subject").fetchall())
 
     def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
         """Distances from `vector` to each of the subject's templates of this encoder version."""
-        rows = self._db.execute("SELECT vector FROM templates WHERE subject = ? AND encoder_version = ?",
-                                (subject, encoder_version)).fetchall()
+        with self._lock:
+            rows = self._db.execute("SELECT vector FROM templates WHERE subject = ? AND encoder_version = ?",
+                                    (subject, encoder_version)).fetchall()
         if not rows:
             return np.zeros(0)
         t = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
@@ -178,7 +184,8 @@ class TemplateStore:
             return [Neighbour(i, subj[i], d) for i, d in found]
 
     def encoder_versions(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT DISTINCT encoder_version FROM templates")}
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT encoder_version FROM templates")}
 
     def status(self) -> dict:
         with self._lock:

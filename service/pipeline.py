@@ -174,7 +174,7 @@ class Pipeline:
                          (time.perf_counter() - t0) * 1000, detail, stages)
         self.audit.record(rpc="Verify", site=site, subject=subject, decision=decision, reason=reason,
                           distance=distance, threshold=threshold, light_profile=profile,
-                          encoder_version=self.version, index_version=self.store.status()["index_version"],
+                          encoder_version=self.version, index_version=self.store.index_version,
                           stages=[s.name for s in stages], latency_ms=round(r.latency_ms, 2))
         return r
 
@@ -206,7 +206,7 @@ class Pipeline:
         self.audit.record(rpc="Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
                           votes=r.votes, nearest=r.neighbours[0][1] if r.neighbours else None, threshold=threshold,
                           light_profile=profile, encoder_version=self.version,
-                          index_version=self.store.status()["index_version"], stages=[s.name for s in stages],
+                          index_version=self.store.index_version, stages=[s.name for s in stages],
                           latency_ms=round(r.latency_ms, 2))
         return r
 
