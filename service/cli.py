@@ -294,6 +294,25 @@ def cmd_switch_index(a) -> int:
     return 0
 
 
+def cmd_daynight(a) -> int:
+    from encoder.images import ImageError, decode_image
+    from gates.daynight import DayNightGate
+
+    try:
+        gate = DayNightGate.load(a.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    for p in a.paths:
+        try:
+            r = gate.predict(decode_image(p))
+        except (ImageError, OSError) as e:
+            raise CliError("INVALID_ARGUMENT", f"{p}: {e}") from None
+        row = {"path": p, "label": r.label, "p_night": round(r.p_night, 4), "light": round(r.light, 4),
+               "too_dark": r.too_dark}
+        print(json.dumps(row) if a.json else f"{p}: {r.label} (p_night {r.p_night:.3f}, light {r.light:.3f})")
+    return 0
+
+
 # -------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facegate", description="face access control for a campus")
@@ -408,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--data-dir", required=True)
     sw.add_argument("--json", action="store_true")
     sw.set_defaults(func=cmd_switch_index)
+
+    dn = sub.add_parser("daynight", help="day or night, per photo (the light-profile gate)")
+    dn.add_argument("paths", nargs="+")
+    dn.add_argument("--checkpoint", help="day/night checkpoint (default: the shipped one)")
+    dn.add_argument("--json", action="store_true", help="one JSON object per line")
+    dn.set_defaults(func=cmd_daynight)
 
     m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
     m.add_argument("photos", nargs="+")
