@@ -1,0 +1,180 @@
+"""The trigger-word detector ("activate"): audio -> spectrogram -> 1-D convolution -> GRUs ->
+a sigmoid at every output step (the deep-learning course's model, on torch.stft: no torchaudio
+release matches torch 2.14.1).
+
+Any common WAV (8/16/24/32-bit or float, any rate, any channel count) is mixed to mono and
+resampled to 16 kHz. A firing step means "the word ended just before here"; consecutive firing
+steps make one event, reported at the time of its first step.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+from torch import nn
+
+RATE = 16_000
+N_FFT, HOP, N_MELS = 400, 160, 64          # 25 ms windows every 10 ms
+CONV_KERNEL, CONV_STRIDE = 15, 4           # output step = 40 ms
+FORMAT = "facegate-trigger/1"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "trigger_word.pt"
+
+
+class AudioError(ValueError):
+    """Bytes that are not a WAV file we can read."""
+
+
+def load_wav(data: bytes | str | Path) -> np.ndarray:
+    """-> mono float32 in [-1, 1] at RATE."""
+    if isinstance(data, (str, Path)):
+        data = Path(data).read_bytes()
+    if not data:
+        raise AudioError("empty audio: 0 bytes")
+    try:
+        rate, x = wavfile.read(io.BytesIO(data))
+    except (ValueError, EOFError, OSError, struct.error, IndexError, KeyError, UnboundLocalError) as e:
+        # scipy's reader fails on garbage in several ways (UnboundLocalError included)
+        raise AudioError(f"not a WAV file we can read: {type(e).__name__}: {e}") from None
+    if x.size == 0:
+        raise AudioError("the WAV file holds no samples")
+    if x.dtype == np.uint8:
+        x = (x.astype(np.float32) - 128.0) / 128.0
+    elif np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+    else:
+        x = x.astype(np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    if rate != RATE:
+        g = gcd(int(rate), RATE)
+        x = resample_poly(x, RATE // g, int(rate) // g).astype(np.float32)
+    return np.clip(x, -1.0, 1.0)
+
+
+def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = RATE) -> np.ndarray:
+    """Triangular filters on the mel scale (Slaney-free HTK form): n_mels x (n_fft // 2 + 1)."""
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)   # noqa: E731
+    pts = hz(np.linspace(mel(20.0), mel(rate / 2), n_mels + 2))
+    bins = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    fb = np.zeros((n_mels, len(bins)), np.float32)
+    for i in range(n_mels):
+        lo, mid, hi = pts[i:i + 3]
+        fb[i] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0, None)
+    return fb
+
+
+_FB = torch.from_numpy(mel_filterbank())
+
+
+def spectrogram(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Mono audio at RATE -> log-mel frames, (frames, N_MELS); frames = 1 + samples // HOP."""
+    x = torch.as_tensor(audio, dtype=torch.float32)
+    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
+    power = spec.abs() ** 2                                   # (freq, frames)
+    return torch.log(_FB @ power + 1e-6).T
+
+
+def output_steps(frames: int) -> int:
+    return (frames - CONV_KERNEL) // CONV_STRIDE + 1
+
+
+def step_seconds(step: int) -> float:
+    """The time, in seconds, at the end of an output step's receptive field's centre."""
+    return (step * CONV_STRIDE + CONV_KERNEL / 2) * HOP / RATE
+
+
+def seconds_to_step(t: float) -> int:
+    return int(round((t * RATE / HOP - CONV_KERNEL / 2) / CONV_STRIDE))
+
+
+class TriggerNet(nn.Module):
+    def __init__(self, n_mels: int = N_MELS, conv: int = 128, hidden: int = 128, dropout: float = 0.3):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(n_mels, conv, CONV_KERNEL, CONV_STRIDE), nn.BatchNorm1d(conv),
+                                  nn.ReLU(), nn.Dropout(dropout))
+        self.gru1 = nn.GRU(conv, hidden, batch_first=True)
+        self.drop1 = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+        self.gru2 = nn.GRU(hidden, hidden, batch_first=True)
+        self.drop2 = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, 1)
+        self.args = {"n_mels": n_mels, "conv": conv, "hidden": hidden, "dropout": dropout}
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """B x frames x N_MELS log-mel -> B x steps logits (one per output step)."""
+        x = self.conv(spec.transpose(1, 2)).transpose(1, 2)
+        x = self.norm(self.drop1(self.gru1(x)[0]))
+        x = self.drop2(self.gru2(x)[0])
+        return self.out(x).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float        # seconds: when the detector fires, just after the word ends
+    p: float        # the highest probability of its steps
+
+
+def events(probs: np.ndarray, threshold: float = 0.5, min_gap_steps: int = 0) -> list[Event]:
+    """Consecutive steps at or above the threshold make one event (gaps up to `min_gap_steps` joined)."""
+    on = np.asarray(probs) >= threshold
+    out, start, last = [], None, None
+    for i, fire in enumerate(on):
+        if fire:
+            if start is None or (last is not None and i - last > min_gap_steps + 1):
+                if start is not None:
+                    out.append(Event(round(step_seconds(start), 3), float(np.max(probs[start:last + 1]))))
+                start = i
+            last = i
+    if start is not None:
+        out.append(Event(round(step_seconds(start), 3), float(np.max(probs[start:last + 1]))))
+    return out
+
+
+class TriggerWordGate:
+    name = "trigger_word"
+
+    def __init__(self, model: TriggerNet, meta: dict):
+        self.model = model.eval()
+        self.meta = meta
+        self.threshold = float(meta.get("threshold", 0.5))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "TriggerWordGate":
+        path = Path(path) if path else DEFAULT_CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"trigger-word checkpoint {path} does not exist")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a {FORMAT} checkpoint")
+        model = TriggerNet(**ckpt["model_args"])
+        model.load_state_dict(ckpt["state_dict"])
+        return cls(model, {k: v for k, v in ckpt.items() if k != "state_dict"})
+
+    @torch.inference_mode()
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self.model(spectrogram(audio)[None]))[0].numpy()
+
+    def predict(self, wav: bytes | str | Path) -> list[Event]:
+        return events(self.probabilities(load_wav(wav)), self.threshold)
+
+
+def save_trigger(path: str | Path, model: TriggerNet, **meta) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": FORMAT, "model_args": model.args,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
