@@ -34,6 +34,7 @@ class AlignConfig:
     min_face_px: int = 40              # a face whose box side is smaller is FACE_TOO_SMALL
     min_prob: float = 0.90             # detections below this are ignored
     multiple_ratio: float = 0.6        # another face with >= this share of the chosen face's area -> MULTIPLE_FACES
+    min_visible: float = 0.6           # ...counting only faces with this share of their box inside the photo
     pad_retry: float = 0.3             # no face found: pad each side by this share and try again (tight ID scans)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
 
@@ -139,11 +140,16 @@ class FaceAligner:
             Reason.OK, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
         )
         result.crop = warp_to_template(img, points[i], cfg.crop_size)
-        others = np.delete(areas, i)
+        # A competing face is judged by what the photo shows of it: a face cut off by the frame's
+        # edge (a passer-by at the border of a cropped photo) is not a second person at the door.
+        clipped = np.clip(boxes, 0, [w, h, w, h])
+        visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+        rivals = [j for j in range(len(boxes)) if j != i and visible[j] >= cfg.min_visible * areas[j]
+                  and visible[j] >= cfg.multiple_ratio * visible[i]]
         if sides[i] < cfg.min_face_px:
             result.reason = Reason.FACE_TOO_SMALL
             result.detail = f"face of {sides[i]:.0f} px, below {cfg.min_face_px} px"
-        elif len(others) and others.max() >= cfg.multiple_ratio * areas[i]:
+        elif rivals:
             result.reason = Reason.MULTIPLE_FACES
-            result.detail = f"{1 + int((others >= cfg.multiple_ratio * areas[i]).sum())} faces of similar size"
+            result.detail = f"{1 + len(rivals)} faces of similar size"
         return result

@@ -107,3 +107,11 @@ def test_centre_crop_is_the_middle_of_the_photo(gul):
     y0 = (250 - side) // 2
     ref = cv2.resize(gul[y0:y0 + side, y0:y0 + side], (112, 112), interpolation=cv2.INTER_AREA)
     assert np.array_equal(c, ref)
+
+
+def test_a_face_cut_off_by_the_frame_is_not_a_second_person(aligner, lfw):
+    # Bill_Paxton_0001: a second face at the bottom-right corner, half outside the 250x250 crop
+    img = decode_image(lfw / "images/Bill_Paxton/Bill_Paxton_0001.jpg")
+    r = aligner.align(img)
+    assert r.faces == 2 and r.reason is Reason.OK
+    assert r.box[0] < 125 < r.box[2]            # the central face is the one chosen
