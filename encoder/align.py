@@ -6,7 +6,7 @@ the service turns them into REJECT answers, evaluation into a centre-crop fallba
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np

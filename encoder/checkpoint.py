@@ -25,6 +25,18 @@ class CheckpointError(ValueError):
     pass
 
 
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """torch.save to `name.tmp`, fsync, rename: a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def preprocessing_info(config: EncoderConfig, align: AlignConfig = AlignConfig()) -> dict:
     return {
         "detector": "facenet-pytorch MTCNN",
@@ -66,14 +78,7 @@ def save_checkpoint(path: str | Path, model: FaceEncoder, *, name: str, threshol
         "training": training or {},
         "metrics": metrics or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_torch_save(ckpt, path)
     return ckpt
 
 
@@ -133,10 +138,5 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         ckpt["identify_threshold_info"] = identify_threshold_info or {}
     if metrics:
         ckpt["metrics"] = {**ckpt.get("metrics", {}), **metrics}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_torch_save(ckpt, path)
     return ckpt["version"]

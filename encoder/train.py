@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import AugmentConfig, augment
+from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
 from .face_encoder import EncoderConfig, FaceEncoder, preprocess
@@ -257,15 +257,6 @@ def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, en
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,
                  stop_at: int | None = None) -> tuple[FaceEncoder, dict]:
     """Train (or resume) to cfg.steps; `stop_at` ends this run early at that step, as an
@@ -321,7 +312,7 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
 
     def save_state(s):
         if main:
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scaler": scaler.state_dict(), "step": s, "history": history,
                                 "config": json.loads(json.dumps(asdict(cfg)))}, last)
 

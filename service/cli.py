@@ -46,7 +46,6 @@ def cmd_train(a) -> int:
     from encoder.align import AlignConfig
     from encoder.checkpoint import save_checkpoint
     from encoder.crop_cache import CropCache, build_cache, wait_for_cache
-    from encoder.face_encoder import EncoderConfig
     from encoder.face_folders import list_person_folders, list_unlabelled, read_people_list
     from encoder.train import TrainConfig, run_training
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 GOLDEN = Path(__file__).with_name("golden_distances.json")
 PAIRS = [  # (photo a, photo b, same person) - all DevTest people, never trained on

@@ -5,10 +5,9 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from scipy.io import wavfile
 
-from gates.trigger_word import (HOP, N_MELS, RATE, AudioError, Event, TriggerNet, events, load_wav, output_steps,
+from gates.trigger_word import (HOP, N_MELS, RATE, AudioError, TriggerNet, events, load_wav, output_steps,
                                 seconds_to_step, spectrogram, step_seconds)
 
 

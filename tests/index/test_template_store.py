@@ -26,7 +26,7 @@ def vec(seed, dim=128):
 def test_add_search_and_resend(tmp_path):
     s = TemplateStore(tmp_path)
     a = s.add("ann", vec(1), "h1", "enc-1")
-    b = s.add("bob", vec(2), "h2", "enc-1")
+    s.add("bob", vec(2), "h2", "enc-1")
     again = s.add("ann", vec(1), "h1", "enc-1")
     assert not a.already_enrolled and again.already_enrolled and again.template_id == a.template_id
     n = s.search(vec(1), k=2, encoder_version="enc-1")
