@@ -7,7 +7,6 @@ face models are not worth running (decided from data: see train_daynight.too_dar
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+
+from .checkpoints import load_gate, save_gate
 
 INPUT = 64
 FORMAT = "facegate-daynight/1"
@@ -92,15 +93,7 @@ class DayNightGate:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "DayNightGate":
-        path = Path(path) if path else DEFAULT_CHECKPOINT
-        if not path.exists():
-            raise FileNotFoundError(f"day/night checkpoint {path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} checkpoint")
-        model = DayNightNet(**ckpt["model_args"])
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
-        return cls(model, {k: v for k, v in ckpt.items() if k != "state_dict"})
+        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, DayNightNet, "day/night"))
 
     @torch.inference_mode()
     def predict_batch(self, imgs: list[np.ndarray]) -> list[DayNightResult]:
@@ -118,13 +111,4 @@ class DayNightGate:
 
 
 def save_daynight(path: str | Path, model: DayNightNet, **meta) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"format": FORMAT, "model_args": {"width": model.width},
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    save_gate(path, FORMAT, {"width": model.width}, model, **meta)

@@ -9,7 +9,6 @@ steps make one event, reported at the time of its first step.
 from __future__ import annotations
 
 import io
-import os
 import struct
 from dataclasses import dataclass
 from math import gcd
@@ -20,6 +19,8 @@ import torch
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 from torch import nn
+
+from .checkpoints import load_gate, save_gate
 
 RATE = 16_000
 N_FFT, HOP, N_MELS = 400, 160, 64          # 25 ms windows every 10 ms
@@ -149,15 +150,7 @@ class TriggerWordGate:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "TriggerWordGate":
-        path = Path(path) if path else DEFAULT_CHECKPOINT
-        if not path.exists():
-            raise FileNotFoundError(f"trigger-word checkpoint {path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} checkpoint")
-        model = TriggerNet(**ckpt["model_args"])
-        model.load_state_dict(ckpt["state_dict"])
-        return cls(model, {k: v for k, v in ckpt.items() if k != "state_dict"})
+        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, TriggerNet, "trigger-word"))
 
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
@@ -168,13 +161,4 @@ class TriggerWordGate:
 
 
 def save_trigger(path: str | Path, model: TriggerNet, **meta) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"format": FORMAT, "model_args": model.args,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    save_gate(path, FORMAT, model.args, model, **meta)

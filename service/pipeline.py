@@ -222,16 +222,16 @@ class Pipeline:
         a, v = self._face(img, stages)
         if v is None:
             return EnrollResult(subject, "REJECTED", a.reason.value, a.detail)
-        dups = []
+        same_person = self.threshold(self.settings.default_site, "day", "verify")
+        dups: dict[str, float] = {}          # another subject -> its nearest template's distance
         for n in self.store.search(v, 5, self.version):
-            if n.subject != subject and n.distance <= self.threshold(self.settings.default_site, "day", "verify"):
-                if all(n.subject != s for s, _ in dups):
-                    dups.append((n.subject, n.distance))
+            if n.subject != subject and n.distance <= same_person:
+                dups.setdefault(n.subject, n.distance)
         added = self.store.add(subject, v, digest, self.version)
         status = "ALREADY_ENROLLED" if added.already_enrolled else "ACCEPTED"
         self.audit.record(rpc="Enroll", subject=subject, status=status, template_id=added.template_id,
-                          duplicates=[s for s, _ in dups], encoder_version=self.version)
-        return EnrollResult(subject, status, "", "", added.template_id, dups)
+                          duplicates=list(dups), encoder_version=self.version)
+        return EnrollResult(subject, status, "", "", added.template_id, list(dups.items()))
 
     def delete(self, subject: str) -> int:
         if not subject:

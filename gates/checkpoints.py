@@ -1,0 +1,34 @@
+"""Gate checkpoints: one small file each, loaded with no network and no pickled code."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def save_gate(path: str | Path, fmt: str, model_args: dict, model: nn.Module, **meta) -> None:
+    """Write atomically: {format, model_args, state_dict, **meta}."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": fmt, "model_args": model_args,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_gate(path: Path, fmt: str, net_cls: type[nn.Module], what: str) -> tuple[nn.Module, dict]:
+    """-> (the network in eval mode, the checkpoint without its weights)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} checkpoint")
+    model = net_cls(**ckpt["model_args"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    return model.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
