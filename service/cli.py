@@ -140,6 +140,8 @@ def cmd_calibrate(a) -> int:
     if not 0 < a.target_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
     emb = _embedder(a)
+    if a.profile == "night":
+        return _calibrate_night(a, emb)
     res = calibrate(emb, a.pairs, a.root, a.target_far)
     res = {**res, "site": a.site, "profile": a.profile, "kind": a.kind, "pair_list": Path(a.pairs).name}
     if a.data_dir:
@@ -154,6 +156,43 @@ def cmd_calibrate(a) -> int:
             record_in_checkpoint(a.checkpoint, identify_threshold=res["threshold"], identify_threshold_info=res)
         else:
             record_in_checkpoint(a.checkpoint, threshold=res["threshold"], threshold_info=res)
+        res["written_to_checkpoint"] = str(a.checkpoint or "default")
+    _emit(res, a.json)
+    return 0
+
+
+def _calibrate_night(a, emb) -> int:
+    """--profile night: darkened probes; TOO_DARK, and Verify's and Identify's night thresholds."""
+    from encoder.checkpoint import record_in_checkpoint
+    from gates.daynight import DayNightGate
+    from gates.too_dark import calibrate_night, darkened_pairs, plot_curve
+
+    if not 0 < a.identify_far < 1:
+        raise CliError("INVALID_ARGUMENT", f"--identify-far must lie in (0, 1), got {a.identify_far}")
+    dp = darkened_pairs(emb, DayNightGate.load(a.daynight), a.pairs, a.root, seed=a.seed)
+    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar)
+    res = {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
+           "site": a.site, "profile": "night", "encoder_version": emb.version, "pair_list": Path(a.pairs).name}
+    if a.plot:
+        plot_curve(res, a.plot, f"Darkened {Path(a.pairs).name}: encoder {emb.version}")
+        res["plot"] = a.plot
+    info = {"target_far": a.target_far, "pair_list": res["pair_list"], "darkened": True}
+    if a.data_dir:
+        from service.thresholds import ThresholdStore
+
+        store = ThresholdStore(a.data_dir)
+        store.put(a.site, "night", res["night_threshold"], emb.version, kind="verify", far=res["night_far"],
+                  tar=res["night_tar"], **info)
+        store.put(a.site, "night", res["night_identify_threshold"], emb.version, kind="identify",
+                  tar=res["night_identify_tar"], **{**info, "target_far": a.identify_far})
+        store.put(a.site, "night", res["too_dark_light"], emb.version, kind="too_dark", min_tar=res["min_tar"],
+                  **info)
+        res["written_to"] = str(store.path)
+    if a.write_checkpoint:
+        summary = {k: v for k, v in res.items() if k != "curve"}
+        record_in_checkpoint(a.checkpoint, night_threshold=res["night_threshold"],
+                             night_identify_threshold=res["night_identify_threshold"],
+                             too_dark_light=res["too_dark_light"], night_info=summary)
         res["written_to_checkpoint"] = str(a.checkpoint or "default")
     _emit(res, a.json)
     return 0
@@ -250,6 +289,20 @@ def cmd_cluster(a) -> int:
 
 def cmd_delete(a) -> int:
     _emit(_client(a).delete(a.subject), a.json)
+    return 0
+
+
+def cmd_site(a) -> int:
+    """A site's policy in the data folder (read by the server at each request): does its door
+    wake only on the trigger word?"""
+    from .sites import SiteError, SiteStore
+
+    store = SiteStore(a.data_dir)
+    try:
+        policy = store.get(a.site) if a.trigger_word is None else store.put(a.site, trigger_word=a.trigger_word == "on")
+    except SiteError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    _emit({"site": a.site, "trigger_word": policy.trigger_word, "sites_file": str(store.path)}, a.json)
     return 0
 
 
@@ -367,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
     c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
     c.add_argument("--write-checkpoint", action="store_true", help="make it the checkpoint's default threshold")
+    c.add_argument("--identify-far", type=float, default=1e-4,
+                   help="night profile: the target FAR of Identify's night threshold (calibrated with Verify's)")
+    c.add_argument("--min-tar", type=float, default=None,
+                   help="night profile: the site's target TAR; below the light level where it is missed, TOO_DARK "
+                        "(default: 0.8 x the TAR reached by day)")
+    c.add_argument("--daynight", help="night profile: the day/night gate checkpoint (default: the shipped one)")
+    c.add_argument("--seed", type=int, default=0, help="night profile: the seed of the darkening")
+    c.add_argument("--plot", help="night profile: write the TOO_DARK curve here (PNG)")
     common(c)
     c.set_defaults(func=cmd_calibrate)
 
@@ -409,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--subject", required=True)
     client(de)
     de.set_defaults(func=cmd_delete)
+    si = sub.add_parser("site", help="a site's policy: is the trigger word required?")
+    si.add_argument("site")
+    si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
+    si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
+    si.add_argument("--json", action="store_true")
+    si.set_defaults(func=cmd_site)
+
     st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
     client(st)
     st.set_defaults(func=cmd_status)

@@ -12,6 +12,13 @@ from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
 
+def _stages(stages) -> list[dict]:
+    """Which stages ran, in order, and what each found (score: p(night), p(word), detection
+    probability or distance, by stage)."""
+    return [{"name": s.name, "outcome": s.outcome, "score": round(s.score, 4), "ms": round(s.seconds * 1000, 1)}
+            for s in stages]
+
+
 class RpcFailed(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -40,8 +47,7 @@ class Client:
         return {"decision": pb.Decision.Name(r.decision), "reason": _reason(r.reason), "subject": r.subject_id,
                 "distance": None if r.distance < 0 else round(r.distance, 4), "threshold": round(r.threshold, 4),
                 "site": r.site, "light_profile": r.light_profile, "encoder_version": r.encoder_version,
-                "latency_ms": round(r.latency_ms, 1), "detail": r.detail,
-                "stages": [s.name for s in r.stages]}
+                "latency_ms": round(r.latency_ms, 1), "detail": r.detail, "stages": _stages(r.stages)}
 
     def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> dict:
         r = self._call(self.stub.Identify, pb.IdentifyRequest(image=image, site=site, k=k, audio=audio))
@@ -49,7 +55,8 @@ class Client:
                 "votes": r.votes, "votes_needed": r.votes_needed,
                 "neighbours": [{"subject": n.subject_id, "distance": round(n.distance, 4)} for n in r.neighbours],
                 "threshold": round(r.threshold, 4), "site": r.site, "light_profile": r.light_profile,
-                "encoder_version": r.encoder_version, "latency_ms": round(r.latency_ms, 1), "detail": r.detail}
+                "encoder_version": r.encoder_version, "latency_ms": round(r.latency_ms, 1), "detail": r.detail,
+                "stages": _stages(r.stages)}
 
     def cluster(self, photos: list[tuple[str, bytes]], k: int = 0) -> dict:
         r = self._call(self.stub.Cluster, pb.ClusterRequest(

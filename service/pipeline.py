@@ -1,6 +1,8 @@
 """The request pipeline of ARCHITECTURE.md, in plain Python: bytes in, decisions out.
 
-validate -> (gates: the gates issue) -> detect -> encode -> match -> decide -> record.
+validate -> gates (trigger word if the site asks, then day/night) -> detect -> encode -> match
+-> decide -> record. The gates are a cascade: cheap stages first, so a request the trigger word
+or the light level turns away never reaches the face models.
 What the photo itself causes is an answer (REJECT with a reason); a malformed request is a
 domain error (service.errors), mapped to a gRPC status at the edge. No protobuf here.
 """
@@ -24,6 +26,7 @@ from index.template_store import TemplateStore
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .settings import Settings
+from .sites import SiteError, SiteStore
 from .thresholds import ThresholdError, ThresholdStore
 
 log = logging.getLogger("facegate.pipeline")
@@ -89,6 +92,20 @@ class ClusterResult:
     silhouette: float | None
 
 
+@dataclass
+class Gates:
+    """The gated stages in front of the face models (gates/): any may be absent."""
+    daynight: object | None = None          # gates.daynight.DayNightGate
+    trigger_word: object | None = None      # gates.trigger_word.TriggerWordGate
+
+
+@dataclass
+class GateVerdict:
+    reject: str | None          # TRIGGER_NOT_HEARD or TOO_DARK, or None: go on to the face models
+    detail: str
+    profile: str                # the light profile ("" when day/night did not run)
+
+
 class AuditLog:
     """One JSON line per decision: who, where, distance, threshold, versions, stages, outcome.
     Never the photo, never an embedding."""
@@ -105,12 +122,15 @@ class AuditLog:
 
 class Pipeline:
     def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
-                 thresholds: ThresholdStore, audit: AuditLog | None = None):
+                 thresholds: ThresholdStore, audit: AuditLog | None = None, gates: Gates | None = None,
+                 sites: SiteStore | None = None):
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.thresholds = thresholds
         self.audit = audit or AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        self.gates = gates or Gates()
+        self.sites = sites or SiteStore(settings.data_dir)
         self.version = embedder.version
 
     # ------------------------------------------------------------------ building blocks
@@ -127,12 +147,67 @@ class Pipeline:
             raise FailedPrecondition(str(e)) from None
         if t is not None:
             return t
-        meta = self.embedder.meta
-        t = meta.get("identify_threshold") if kind == "identify" else meta.get("threshold")
+        key = {"verify": "threshold", "identify": "identify_threshold"}[kind]
+        t = self.embedder.meta.get(key if profile == "day" else f"{profile}_{key}")
         if t is None:
             raise FailedPrecondition(f"no {kind} threshold for site {site!r} ({profile}) and none in the encoder "
-                                     f"checkpoint: run `facegate calibrate ... --site {site} --kind {kind}`")
+                                     f"checkpoint: run `facegate calibrate ... --site {site} --profile {profile} "
+                                     f"--kind {kind}`")
         return float(t)
+
+    def too_dark_light(self, site: str) -> float:
+        """The light level below which a photo is TOO_DARK: the site's (calibrated for this encoder),
+        else the encoder checkpoint's, else the day/night gate's own; 0.0 = never."""
+        try:
+            t = self.thresholds.get(site, "night", self.version, "too_dark")
+        except ThresholdError as e:
+            raise FailedPrecondition(str(e)) from None
+        if t is None:
+            t = self.embedder.meta.get("too_dark_light")
+        if t is None and self.gates.daynight is not None:
+            t = self.gates.daynight.too_dark_light
+        return float(t or 0.0)
+
+    def _gates(self, site: str, img: np.ndarray, audio: bytes, stages: list[Stage]) -> GateVerdict:
+        """Trigger word (if the site's policy asks), then day/night; cheap stages first."""
+        try:
+            policy = self.sites.get(site)
+        except SiteError as e:
+            raise FailedPrecondition(str(e)) from None
+        if policy.trigger_word:
+            gate = self.gates.trigger_word
+            if gate is None:
+                raise FailedPrecondition(f"site {site!r} requires the trigger word, but no trigger-word detector "
+                                         f"is loaded")
+            t0 = time.perf_counter()
+            if not audio:
+                stages.append(Stage("trigger_word", "NO_AUDIO", time.perf_counter() - t0))
+                return GateVerdict("TRIGGER_NOT_HEARD", "no audio was sent: this door wakes on the word \"activate\"", "")
+            if len(audio) > self.settings.max_audio_bytes:
+                raise InvalidArgument(f"audio of {len(audio)} bytes, more than the limit of "
+                                      f"{self.settings.max_audio_bytes} (about 10 s of speech are expected)")
+            from gates.trigger_word import AudioError
+
+            try:
+                found = gate.predict(audio)
+            except AudioError as e:
+                raise InvalidArgument(f"audio: {e}") from None
+            heard = len(found) > 0
+            stages.append(Stage("trigger_word", "HEARD" if heard else "NOT_HEARD", time.perf_counter() - t0,
+                                max((e.p for e in found), default=0.0)))
+            if not heard:
+                return GateVerdict("TRIGGER_NOT_HEARD", "the word \"activate\" was not heard in the audio", "")
+        if self.gates.daynight is None:
+            return GateVerdict(None, "", "day")
+        t0 = time.perf_counter()
+        r = self.gates.daynight.predict(img)
+        limit = self.too_dark_light(site)
+        dark = r.light < limit
+        stages.append(Stage("daynight", "TOO_DARK" if dark else r.label, time.perf_counter() - t0, r.p_night))
+        if dark:
+            return GateVerdict("TOO_DARK", f"light level {r.light:.3f} is below {limit:.3f}: retake with more light",
+                               r.label)
+        return GateVerdict(None, "", r.label)
 
     def _face(self, img: np.ndarray, stages: list[Stage]):
         t0 = time.perf_counter()
@@ -154,12 +229,15 @@ class Pipeline:
         img = self.decode(image)
         if not self.store.has_subject(subject):
             raise NotFound(f"subject {subject!r} is not enrolled")
-        profile = "day"
-        threshold = self.threshold(site, profile, "verify")
         stages: list[Stage] = []
-        a, v = self._face(img, stages)
+        gate = self._gates(site, img, audio, stages)
+        profile = gate.profile
+        threshold = self.threshold(site, profile or "day", "verify")
         distance = None
-        if v is None:
+        a, v = (None, None) if gate.reject else self._face(img, stages)
+        if gate.reject:
+            decision, reason, detail = REJECT, gate.reject, gate.detail
+        elif v is None:
             decision, reason, detail = REJECT, a.reason.value, a.detail
         else:
             t1 = time.perf_counter()
@@ -175,7 +253,8 @@ class Pipeline:
         self.audit.record(rpc="Verify", site=site, subject=subject, decision=decision, reason=reason,
                           distance=distance, threshold=threshold, light_profile=profile,
                           encoder_version=self.version, index_version=self.store.index_version,
-                          stages=[s.name for s in stages], latency_ms=round(r.latency_ms, 2))
+                          stages=[{"name": s.name, "outcome": s.outcome} for s in stages],
+                          latency_ms=round(r.latency_ms, 2))
         return r
 
     def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> IdentifyResult:
@@ -185,13 +264,15 @@ class Pipeline:
         k = k or self.settings.identify_k
         site = site or self.settings.default_site
         img = self.decode(image)
-        profile = "day"
-        threshold = self.threshold(site, profile, "identify")
         stages: list[Stage] = []
-        a, v = self._face(img, stages)
-        if v is None:
-            r = IdentifyResult(REJECT, a.reason.value, None, 0, 0, [], threshold, site, profile, self.version,
-                               (time.perf_counter() - t0) * 1000, a.detail, stages)
+        gate = self._gates(site, img, audio, stages)
+        profile = gate.profile
+        threshold = self.threshold(site, profile or "day", "identify")
+        a, v = (None, None) if gate.reject else self._face(img, stages)
+        if gate.reject or v is None:
+            reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason.value, a.detail)
+            r = IdentifyResult(REJECT, reason, None, 0, 0, [], threshold, site, profile, self.version,
+                               (time.perf_counter() - t0) * 1000, detail, stages)
         else:
             t1 = time.perf_counter()
             nb = self.store.search(v, k, self.version)
@@ -206,7 +287,8 @@ class Pipeline:
         self.audit.record(rpc="Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
                           votes=r.votes, nearest=r.neighbours[0][1] if r.neighbours else None, threshold=threshold,
                           light_profile=profile, encoder_version=self.version,
-                          index_version=self.store.index_version, stages=[s.name for s in stages],
+                          index_version=self.store.index_version,
+                          stages=[{"name": s.name, "outcome": s.outcome} for s in stages],
                           latency_ms=round(r.latency_ms, 2))
         return r
 
@@ -218,6 +300,13 @@ class Pipeline:
             raise InvalidArgument("subject_id is longer than 256 characters")
         digest = hashlib.sha256(image).hexdigest()
         img = self.decode(image)
+        if self.gates.daynight is not None:
+            from gates.daynight import light_level
+
+            limit = self.too_dark_light(self.settings.default_site)
+            if (light := light_level(img)) < limit:
+                return EnrollResult(subject, "REJECTED", "TOO_DARK",
+                                    f"light level {light:.3f} is below {limit:.3f}: an ID photo needs good light")
         stages: list[Stage] = []
         a, v = self._face(img, stages)
         if v is None:

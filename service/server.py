@@ -22,7 +22,8 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
 from .index_layout import current_index_dir
-from .pipeline import AuditLog, Pipeline, check_encoder_versions
+from .errors import FailedPrecondition
+from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
 from .servicer import FaceGateServicer
 from .settings import Settings
 from .thresholds import ThresholdStore
@@ -70,8 +71,24 @@ def build_deps(settings: Settings) -> Deps:
     data.mkdir(parents=True, exist_ok=True)
     store = TemplateStore(current_index_dir(data), dim=embedder.model.config.embedding_dim)
     check_encoder_versions(store, embedder.version)
-    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"))
+    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
+                        load_gates(settings))
     return Deps(pipeline)
+
+
+def load_gates(settings: Settings) -> Gates:
+    """The day/night gate and the trigger-word detector (their shipped checkpoints unless the
+    settings name others); a checkpoint that is missing or broken stops the start with its name."""
+    if not settings.gates:
+        return Gates()
+    from gates.daynight import DayNightGate
+    from gates.trigger_word import TriggerWordGate
+
+    try:
+        return Gates(daynight=DayNightGate.load(settings.daynight_checkpoint),
+                     trigger_word=TriggerWordGate.load(settings.trigger_checkpoint))
+    except (OSError, ValueError) as e:
+        raise FailedPrecondition(f"cannot load a gate: {e}") from None
 
 
 async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server, int]:

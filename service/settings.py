@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)   # gRPC refuses larger: RESOURCE_EXHAUSTED
     max_pixels: int = Field(40_000_000, ge=1)
     max_cluster_photos: int = Field(500, ge=1)
+    max_audio_bytes: int = Field(4 * 1024 * 1024, ge=1024)    # 10 s of 16-bit stereo 44.1 kHz is 1.7 MB
+    daynight_checkpoint: Path | None = None   # None: the day/night gate that ships with facegate
+    trigger_checkpoint: Path | None = None    # None: the trigger-word detector that ships with facegate
+    gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
     grace_seconds: float = 5.0
 

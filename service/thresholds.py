@@ -8,10 +8,22 @@ import time
 from pathlib import Path
 
 FILE = "thresholds.json"
+KINDS = ("verify", "identify", "too_dark")
 
 
 class ThresholdError(ValueError):
     pass
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class ThresholdStore:
@@ -28,9 +40,12 @@ class ThresholdStore:
 
     @staticmethod
     def _key(profile: str, kind: str) -> str:
-        if kind not in ("verify", "identify"):
-            raise ValueError(f"threshold kind must be verify or identify, got {kind!r}")
-        return profile if kind == "verify" else f"identify/{profile}"
+        """verify: a distance, per profile; identify: Identify's stricter distance, per profile;
+        too_dark: a light level (mean luminance 0..1) below which a photo is answered TOO_DARK,
+        one per site (it depends on the encoder, so it carries the version like the others)."""
+        if kind not in KINDS:
+            raise ValueError(f"threshold kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return {"verify": profile, "identify": f"identify/{profile}", "too_dark": "too_dark"}[kind]
 
     def put(self, site: str, profile: str, threshold: float, encoder_version: str, kind: str = "verify",
             **info) -> dict:
@@ -39,13 +54,7 @@ class ThresholdStore:
         entry = {"threshold": float(threshold), "encoder_version": encoder_version,
                  "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
         data.setdefault(site, {})[profile] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, data)
         return entry
 
     def get(self, site: str, profile: str, encoder_version: str, kind: str = "verify") -> float | None:

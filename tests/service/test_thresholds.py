@@ -69,3 +69,33 @@ def test_invalid_json_is_a_threshold_error(tmp_path):
 
 def test_threshold_error_is_a_value_error():
     assert issubclass(ThresholdError, ValueError)
+
+
+def test_too_dark_level_is_kept_per_site_with_its_encoder_version(tmp_path):
+    store = ThresholdStore(tmp_path)
+    store.put("pool", "night", 0.045, "v1", kind="too_dark", min_tar=0.6)
+    store.put("pool", "night", 1.02, "v1", kind="verify")
+    assert store.get("pool", "night", "v1", kind="too_dark") == 0.045
+    assert store.get("pool", "night", "v1") == 1.02                 # the distance threshold is apart
+    with pytest.raises(ThresholdError, match="calibrated for encoder v1, not v2"):
+        store.get("pool", "night", "v2", kind="too_dark")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        store.put("pool", "night", 1.0, "v1", kind="brightness")
+
+
+def test_site_policies(tmp_path):
+    from service.sites import SiteError, SitePolicy, SiteStore
+
+    store = SiteStore(tmp_path)
+    assert store.get("gym") == SitePolicy(trigger_word=False)       # a site without an entry requires nothing
+    store.put("gym", trigger_word=True)
+    assert SiteStore(tmp_path).get("gym").trigger_word is True       # read back by another store, from disk
+    assert SiteStore(tmp_path).get("pool").trigger_word is False
+    store.put("gym", trigger_word=False)
+    assert store.get("gym").trigger_word is False
+    (tmp_path / "sites.json").write_text('{"gym": {"trigger_word": true, "fingerprint": 1}}')
+    with pytest.raises(SiteError, match="unknown setting"):
+        store.get("gym")
+    (tmp_path / "sites.json").write_text("{not json")
+    with pytest.raises(SiteError, match="not valid JSON"):
+        store.get("gym")

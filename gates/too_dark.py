@@ -1,0 +1,172 @@
+"""Night thresholds and TOO_DARK, decided from data: darkened pairs_calib.tsv.
+
+Each pair is (an enrolled day photo, a probe photo taken at the door). The probe of every pair
+is darkened the way a night camera darkens (gates.daynight.darken: gain, gamma, colour cast,
+blur, sensor noise) at several strengths, seeded per photo and strength, and then goes
+through what the service would run on it: the day/night classifier, MTCNN, the encoder.
+
+- The curve: probes binned by their light level (mean luminance, what the gate measures);
+  per bin, the encoder's TAR at the site's target FAR (the best any night threshold could
+  do at that light level), with a probe in which no face is found counted as a false reject.
+- TOO_DARK: the light level below which that TAR falls under the site's target TAR; there the
+  face models' answer is not worth having, and the kiosk asks for a retake instead.
+- The night thresholds (Verify's and Identify's): calibrated like the day ones, at the site's
+  target FARs, on the probes the classifier calls "night" and that are not TOO_DARK.
+"""
+from __future__ import annotations
+
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from encoder.embedder import Embedder
+from encoder.images import decode_image
+from encoder.pair_eval import PairList
+from encoder.pair_metrics import threshold_at_far
+
+from .daynight import DayNightGate, darken, light_level
+
+STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
+# light bins (mean luminance) for the curve; the darkest photos of a night camera sit near 0.02
+BIN_EDGES = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.20, 0.25, 0.32, 0.45, 1.0)
+
+
+@dataclass
+class DarkPairs:
+    """Per pair (rows) and darkening (columns; column 0 is the probe as taken): the distance
+    (inf where no face was found in the probe), the probe's light level and its profile."""
+    same: np.ndarray          # n_pairs
+    dist: np.ndarray          # n_pairs x (1 + n_strengths)
+    light: np.ndarray         # n_pairs x (1 + n_strengths)
+    night: np.ndarray         # n_pairs x (1 + n_strengths), bool: the classifier says night
+    strengths: tuple[float, ...]
+    dropped_pairs: int        # pairs whose enrolled (day) photo has no usable face
+
+
+def _seed(path: str, strength: float, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(path.encode()), int(round(strength * 1000))])
+
+
+def darkened_pairs(embedder: Embedder, daynight: DayNightGate, pairs_path, root, strengths=STRENGTHS,
+                   seed: int = 0, threads: int = 1) -> DarkPairs:
+    pairs = PairList.read(pairs_path)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    day: dict[str, np.ndarray | None] = {}
+    probe: dict[tuple[str, int], tuple[np.ndarray | None, float, bool]] = {}
+    try:
+        for p in tqdm(sorted(set(pairs.a)), desc="enrolled photos", unit="photo", file=sys.stderr):
+            day[p] = embedder.embed(decode_image(Path(root) / p)).vector
+        for p in tqdm(sorted(set(pairs.b)), desc="probes x darkness", unit="photo", file=sys.stderr):
+            img = decode_image(Path(root) / p)
+            views = [img] + [darken(img, _seed(p, s, seed), s) for s in strengths]
+            gate = daynight.predict_batch(views)
+            for j, (v, g) in enumerate(zip(views, gate)):
+                probe[p, j] = (embedder.embed(v).vector, light_level(v), g.label == "night")
+    finally:
+        torch.set_num_threads(prev)
+    keep = np.array([day[a] is not None for a in pairs.a])
+    n, m = int(keep.sum()), 1 + len(strengths)
+    dist, light, night = np.full((n, m), np.inf), np.zeros((n, m)), np.zeros((n, m), bool)
+    for row, i in enumerate(np.nonzero(keep)[0]):
+        for j in range(m):
+            v, lv, nt = probe[pairs.b[i], j]
+            light[row, j], night[row, j] = lv, nt
+            if v is not None:
+                dist[row, j] = float(np.linalg.norm(day[pairs.a[i]] - v))
+    return DarkPairs(pairs.same[keep], dist, light, night, tuple(strengths), int((~keep).sum()))
+
+
+def _tar_at_far(dist: np.ndarray, same: np.ndarray, target_far: float) -> tuple[float, float]:
+    """(threshold, TAR) at the target FAR; infinite distances (no face) are never accepted."""
+    if same.all() or not same.any():
+        return float("nan"), float("nan")
+    finite = np.isfinite(dist)
+    big = np.where(finite, dist, np.nanmax(dist[finite]) + 10.0 if finite.any() else 10.0)
+    t, _, _ = threshold_at_far(big, same, target_far)
+    return t, float(((dist <= t) & same & finite).sum() / same.sum())
+
+
+def curve(dp: DarkPairs, target_far: float, threshold: float | None = None) -> list[dict]:
+    """Per light bin (darkened probes only): pairs, face found, TAR at the target FAR; and, where
+    `threshold` is given, the FAR and TAR that threshold gives there."""
+    same = np.repeat(dp.same[:, None], dp.dist.shape[1], 1)[:, 1:].ravel()
+    dist, light = dp.dist[:, 1:].ravel(), dp.light[:, 1:].ravel()
+    rows = []
+    for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:]):
+        b = (light >= lo) & (light < hi)
+        if b.sum() == 0 or not same[b].any() or same[b].all():
+            continue
+        _, tar = _tar_at_far(dist[b], same[b], target_far)
+        row = {"light_lo": lo, "light_hi": hi, "genuine": int(same[b].sum()), "impostor": int((~same[b]).sum()),
+               "face_found": round(float(np.isfinite(dist[b]).mean()), 4), "tar_at_target_far": round(tar, 4)}
+        if threshold is not None:
+            acc = dist[b] <= threshold
+            row["far"] = round(float(acc[~same[b]].mean()), 5)
+            row["tar"] = round(float(acc[same[b]].mean()), 4)
+        rows.append(row)
+    return rows
+
+
+def too_dark_level(rows: list[dict], min_tar: float, min_genuine: int = 30) -> float:
+    """The light level below which TAR at the target FAR falls under `min_tar`: the upper edge of
+    the brightest bin (with enough genuine pairs to judge) that misses it; 0.0 if none does."""
+    level = 0.0
+    for r in rows:
+        if r["genuine"] >= min_genuine and r["tar_at_target_far"] < min_tar:
+            level = max(level, r["light_hi"])
+    return level
+
+
+def calibrate_night(dp: DarkPairs, target_far: float, identify_far: float, min_tar: float | None = None,
+                    min_tar_ratio: float = 0.8) -> dict:
+    """TOO_DARK and the night thresholds of a site. `min_tar` None: `min_tar_ratio` x the TAR the
+    encoder reaches at the target FAR on the probes as taken (by day)."""
+    _, day_tar = _tar_at_far(dp.dist[:, 0], dp.same, target_far)
+    min_tar = round(min_tar_ratio * day_tar, 4) if min_tar is None else min_tar
+    rows = curve(dp, target_far)
+    level = too_dark_level(rows, min_tar)
+    same = np.repeat(dp.same[:, None], dp.dist.shape[1], 1).ravel()
+    use = (dp.night & (dp.light >= level)).ravel()
+    dist = dp.dist.ravel()
+    t_verify, tar = _tar_at_far(dist[use], same[use], target_far)
+    t_identify, tar_id = _tar_at_far(dist[use], same[use], identify_far)
+    far = float((dist[use] <= t_verify)[~same[use]].mean())
+    return {
+        "too_dark_light": level, "min_tar": min_tar, "day_tar_at_target_far": round(day_tar, 4),
+        "target_far": target_far, "identify_far": identify_far,
+        "night_threshold": round(t_verify, 4), "night_far": round(far, 6), "night_tar": round(tar, 4),
+        "night_identify_threshold": round(t_identify, 4), "night_identify_tar": round(tar_id, 4),
+        "night_genuine_pairs": int(same[use].sum()), "night_impostor_pairs": int((~same[use]).sum()),
+        "dropped_pairs": dp.dropped_pairs, "strengths": list(dp.strengths),
+        "curve": curve(dp, target_far, t_verify),
+    }
+
+
+def plot_curve(result: dict, path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["curve"]
+    x = [(r["light_lo"] + r["light_hi"]) / 2 for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(x, [r["tar_at_target_far"] for r in rows], "o-", label=f"TAR at FAR {result['target_far']:g} (best threshold per bin)")
+    ax.plot(x, [r["tar"] for r in rows], "s--", label=f"TAR at the night threshold {result['night_threshold']}")
+    ax.plot(x, [r["face_found"] for r in rows], "^:", label="face found (MTCNN)")
+    ax.axhline(result["min_tar"], color="grey", lw=0.8, label=f"site's target TAR {result['min_tar']}")
+    ax.axvline(result["too_dark_light"], color="red", lw=1.0, label=f"TOO_DARK below light {result['too_dark_light']}")
+    ax.set_xlabel("probe light level (mean luminance, 0..1)")
+    ax.set_ylabel("rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
