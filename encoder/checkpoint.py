@@ -116,13 +116,21 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+CALIBRATED_KEYS = ("night_threshold", "night_identify_threshold", "too_dark_light", "night_info", "cluster")
+
+
 def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
                          threshold_info: dict | None = None, metrics: dict | None = None,
                          flip_average: bool | None = None, identify_threshold: float | None = None,
-                         identify_threshold_info: dict | None = None) -> str:
-    """Store a calibrated default threshold and/or evaluation results in a checkpoint file.
-    Changing the preprocessing (flip_average) changes the embeddings, and so the version, and
-    drops the threshold and metrics that no longer hold. Returns the version."""
+                         identify_threshold_info: dict | None = None, **calibrated) -> str:
+    """Store a calibrated default threshold and/or evaluation results in a checkpoint file;
+    `calibrated`: more values calibrated for this encoder (CALIBRATED_KEYS: the night profile's
+    thresholds, TOO_DARK's light level, the clustering cut). Changing the preprocessing
+    (flip_average) changes the embeddings, and so the version, and drops the thresholds and
+    metrics that no longer hold. Returns the version."""
+    unknown = set(calibrated) - set(CALIBRATED_KEYS)
+    if unknown:
+        raise ValueError(f"not a calibrated value of a checkpoint: {sorted(unknown)}; known: {CALIBRATED_KEYS}")
     path = Path(path) if path else DEFAULT_CHECKPOINT
     ckpt = _read(path)
     if flip_average is not None and bool(flip_average) != ckpt["preprocessing"].get("flip_average", False):
@@ -130,6 +138,9 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"
         ckpt["threshold"], ckpt["threshold_info"], ckpt["metrics"] = None, {}, {}
         ckpt["identify_threshold"], ckpt["identify_threshold_info"] = None, {}
+        for k in CALIBRATED_KEYS:
+            ckpt.pop(k, None)
+    ckpt.update(calibrated)
     if threshold is not None:
         ckpt["threshold"] = float(threshold)
         ckpt["threshold_info"] = threshold_info or {}

@@ -114,13 +114,30 @@ def curve(dp: DarkPairs, target_far: float, threshold: float | None = None) -> l
 
 
 def too_dark_level(rows: list[dict], min_tar: float, min_genuine: int = 30) -> float:
-    """The light level below which TAR at the target FAR falls under `min_tar`: the upper edge of
-    the brightest bin (with enough genuine pairs to judge) that misses it; 0.0 if none does."""
+    """The light level below which TAR at the target FAR falls under `min_tar`: from the darkest
+    bin up, the upper edge of the last bin of the run of bins that all miss it (bins with too few
+    genuine pairs to judge are passed over); 0.0 if the darkest bin does not miss it. A brighter
+    bin that misses it after one that met it is noise of the estimate (TAR at a FAR of 1e-3 from
+    150 genuine pairs moves by +-0.03), not darkness, and does not count."""
     level = 0.0
-    for r in rows:
-        if r["genuine"] >= min_genuine and r["tar_at_target_far"] < min_tar:
-            level = max(level, r["light_hi"])
+    for r in sorted(rows, key=lambda r: r["light_lo"]):
+        if r["genuine"] < min_genuine:
+            continue
+        if r["tar_at_target_far"] >= min_tar:
+            break
+        level = r["light_hi"]
     return level
+
+
+def save_dark_pairs(dp: DarkPairs, path: str | Path) -> None:
+    np.savez_compressed(path, same=dp.same, dist=dp.dist, light=dp.light, night=dp.night,
+                        strengths=np.array(dp.strengths), dropped_pairs=dp.dropped_pairs)
+
+
+def load_dark_pairs(path: str | Path) -> DarkPairs:
+    z = np.load(path)
+    return DarkPairs(z["same"], z["dist"], z["light"], z["night"], tuple(float(s) for s in z["strengths"]),
+                     int(z["dropped_pairs"]))
 
 
 def calibrate_night(dp: DarkPairs, target_far: float, identify_far: float, min_tar: float | None = None,

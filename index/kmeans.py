@@ -1,6 +1,11 @@
-"""Seeded k-means over unit vectors (FAISS), and a documented way to choose k.
+"""Seeded k-means over unit vectors (FAISS), and documented ways to choose k.
 
-Choosing k (k = 0): run k-means for every k in 2..k_max and keep the k of highest mean
+Choosing k (k = 0), by a distance (`choose_k_by_distance`, used when the encoder checkpoint
+carries a clustering cut calibrated on people apart from any test, bench/cluster_tune.py):
+agglomerative clustering with average linkage, cut where the mean distance between two groups
+exceeds that distance; k is the number of groups, and each photo keeps its group. Deterministic.
+
+Choosing k by silhouette (`choose_k`, when no cut is calibrated): run k-means for every k in 2..k_max and keep the k of highest mean
 silhouette (Rousseeuw 1987), with distances in facegate's unit. The silhouette of a photo
 is (b - a) / max(a, b), a = mean distance to its own cluster, b = to the nearest other one;
 it needs two clusters, so k = 1 is chosen instead when every pair of photos lies within
@@ -80,3 +85,26 @@ def choose_k(x: np.ndarray, k_max: int = 50, same_distance: float | None = None,
         if c.silhouette is not None and (best is None or c.silhouette > best.silhouette + 1e-9):
             best = c
     return best if best is not None else kmeans(x, min(2, n), seed)
+
+
+def choose_k_by_distance(x: np.ndarray, cut: float, method: str = "average") -> Clustering:
+    """Agglomerative clustering (scipy, `method` linkage over facegate distances), cut at `cut`."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    x = np.ascontiguousarray(x, np.float32)
+    n = len(x)
+    if n == 0:
+        raise ValueError("no photos to cluster")
+    if n == 1:
+        return kmeans(x, 1)
+    d = _pairwise(x).astype(np.float64)
+    np.fill_diagonal(d, 0.0)
+    raw = fcluster(linkage(squareform(d, checks=False), method=method), t=cut, criterion="distance")
+    order = {c: i for i, c in enumerate(dict.fromkeys(raw.tolist()))}
+    labels = np.array([order[c] for c in raw], np.int64)
+    k = len(order)
+    cents = np.stack([x[labels == c].mean(0) for c in range(k)])
+    cents /= np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+    sil = silhouette(x, labels) if 1 < k < n else None
+    return Clustering(k, labels, cents.astype(np.float32), sil)

@@ -20,7 +20,7 @@ import numpy as np
 
 from encoder.embedder import Embedder
 from encoder.images import ImageError, decode_image
-from index.kmeans import choose_k, kmeans
+from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import TemplateStore
 
@@ -350,8 +350,13 @@ class Pipeline:
         if n == 0:
             return ClusterResult(0, [(-1, r) for r in rows], np.zeros((0, 128), np.float32), None)
         x = np.stack(vecs)
-        same = self.threshold(self.settings.default_site, "day", "verify")
-        c = choose_k(x, same_distance=same) if k == 0 else kmeans(x, k)
+        cut = self.embedder.meta.get("cluster")
+        if k:
+            c = kmeans(x, k)
+        elif cut:      # calibrated for this encoder on people apart from any test (bench/cluster_tune.py)
+            c = choose_k_by_distance(x, cut["cut"], cut["method"])
+        else:
+            c = choose_k(x, same_distance=self.threshold(self.settings.default_site, "day", "verify"))
         labels = iter(c.labels.tolist())
         assignments = [(next(labels), "") if r == "" else (-1, r) for r in rows]
         return ClusterResult(c.k, assignments, c.centroids, c.silhouette)

@@ -38,6 +38,15 @@ def test_too_dark_is_the_upper_edge_of_the_brightest_failing_bin():
     assert too_dark_level(rows, min_tar=0.8, min_genuine=10_000) == 0.0   # too few pairs to judge
 
 
+def test_a_brighter_bin_missing_the_target_after_one_that_met_it_is_noise():
+    row = lambda lo, hi, tar: {"light_lo": lo, "light_hi": hi, "genuine": 150, "tar_at_target_far": tar}  # noqa: E731
+    rows = [row(0.0, 0.02, 0.1), row(0.02, 0.04, 0.12), row(0.04, 0.06, 0.3), row(0.16, 0.2, 0.15)]
+    assert too_dark_level(rows, min_tar=0.2) == 0.04
+    rows[0]["genuine"] = 5                     # passed over: too few to judge
+    assert too_dark_level(rows, min_tar=0.2) == 0.04
+    assert too_dark_level([row(0.0, 0.02, 0.5), row(0.16, 0.2, 0.1)], min_tar=0.2) == 0.0
+
+
 def test_night_threshold_is_calibrated_on_night_probes_above_too_dark():
     res = calibrate_night(make_pairs(), target_far=1e-2, identify_far=1e-3)
     assert res["too_dark_light"] == 0.04

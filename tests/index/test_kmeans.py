@@ -56,3 +56,16 @@ def test_bad_k_is_refused():
         kmeans(x, 0)
     with pytest.raises(ValueError, match="no photos"):
         choose_k(x[:0])
+
+
+def test_choose_k_by_distance_cuts_the_tree_at_the_calibrated_distance():
+    from index.kmeans import choose_k_by_distance
+
+    x, truth = blobs(k=5, per=4, spread=0.08, seed=7)       # within a person ~0.3 apart, between ~1.41
+    for method in ("average", "complete"):
+        c = choose_k_by_distance(x, 1.0, method)
+        assert c.k == 5 and same_partition(c.labels, truth) and c.labels[0] == 0
+        np.testing.assert_allclose(np.linalg.norm(c.centroids, axis=1), 1, atol=1e-5)
+    assert choose_k_by_distance(x, 1.9).k == 1               # a cut above every distance: one group
+    assert choose_k_by_distance(x, 0.01).k == len(x)         # below every distance: each photo alone
+    assert choose_k_by_distance(x[:1], 1.0).k == 1

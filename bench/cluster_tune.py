@@ -1,0 +1,98 @@
+"""Choose how Cluster picks k (k = 0) on people apart from the test: the 748 DevTest people of
+pairs_calib.tsv (no photo of theirs is in pairs_devtest.tsv, whose people bench/cluster_run.py
+clusters). Many random sets of 20 people x 4 photos are clustered with each method; the mean
+adjusted Rand index (ARI) picks the method and its cut, which --write-checkpoint records in the
+encoder checkpoint (a distance is the encoder's own: a new encoder is tuned again).
+
+  python bench/cluster_tune.py [--sets 40] [--write-checkpoint] > docs/cluster_tune.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.cluster_run import adjusted_rand_index  # noqa: E402
+from encoder.embedder import Embedder  # noqa: E402
+from encoder.images import decode_image  # noqa: E402
+from index.kmeans import choose_k, choose_k_by_distance, kmeans  # noqa: E402
+
+CUTS = [round(c, 3) for c in np.arange(0.80, 1.36, 0.025)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lfw", default=str(ROOT.parent / "shared/data/faces/lfw"))
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--people", type=int, default=20)
+    ap.add_argument("--per-person", type=int, default=4)
+    ap.add_argument("--sets", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-checkpoint", action="store_true")
+    a = ap.parse_args()
+    lfw = Path(a.lfw)
+    calib = sorted({p.split("/")[1] for line in (lfw / "pairs_calib.tsv").read_text().splitlines()
+                    for p in line.split("\t")[:2]})
+    test = {p.split("/")[1] for line in (lfw / "pairs_devtest.tsv").read_text().splitlines()
+            for p in line.split("\t")[:2]}
+    assert not set(calib) & test, "pairs_calib and pairs_devtest people overlap"
+    eligible = [n for n in calib if len(list((lfw / "images" / n).glob("*.jpg"))) >= a.per_person]
+    emb = Embedder.from_checkpoint(a.checkpoint)
+    vec = {}
+    for n in tqdm(eligible, desc="embed", unit="person", file=sys.stderr):
+        for p in sorted((lfw / "images" / n).glob("*.jpg"))[:a.per_person]:
+            v = emb.embed(decode_image(p)).vector
+            if v is not None:
+                vec[p] = (n, v)
+    rng = random.Random(a.seed)
+    methods = {f"average@{c}": ("average", c) for c in CUTS} | {f"complete@{c}": ("complete", c) for c in CUTS}
+    scores = {m: [] for m in [*methods, "silhouette-kmeans"]}
+    ks = {m: [] for m in scores}
+    for _ in tqdm(range(a.sets), desc="sets", file=sys.stderr):
+        people = set(rng.sample(eligible, a.people))
+        rows = [(n, v) for n, v in vec.values() if n in people]
+        truth = [n for n, _ in rows]
+        x = np.stack([v for _, v in rows])
+        for m, (method, cut) in methods.items():
+            c = choose_k_by_distance(x, cut, method)
+            scores[m].append(adjusted_rand_index(truth, c.labels))
+            ks[m].append(c.k)
+        c = choose_k(x, same_distance=emb.meta.get("threshold"))
+        scores["silhouette-kmeans"].append(adjusted_rand_index(truth, c.labels))
+        ks["silhouette-kmeans"].append(c.k)
+    table = {m: {"ari": round(float(np.mean(s)), 4), "ari_std": round(float(np.std(s)), 4),
+                 "k_mean": round(float(np.mean(ks[m])), 2)} for m, s in scores.items()}
+    best = max(methods, key=lambda m: table[m]["ari"])
+    method, cut = methods[best]
+    # k-means (FAISS) with the k the best cut chooses: the same k, the partition of k-means
+    kk = []
+    rng = random.Random(a.seed)
+    for _ in range(a.sets):
+        people = set(rng.sample(eligible, a.people))
+        rows = [(n, v) for n, v in vec.values() if n in people]
+        x = np.stack([v for _, v in rows])
+        k = choose_k_by_distance(x, cut, method).k
+        kk.append(adjusted_rand_index([n for n, _ in rows], kmeans(x, k).labels))
+    table[f"kmeans with k of {best}"] = {"ari": round(float(np.mean(kk)), 4), "ari_std": round(float(np.std(kk)), 4)}
+    out = {"encoder_version": emb.version, "people_pool": len(eligible), "sets": a.sets, "people": a.people,
+           "per_person": a.per_person, "photos_with_face": len(vec), "best": {"method": method, "cut": cut,
+           **table[best]}, "table": table}
+    if a.write_checkpoint:
+        from encoder.checkpoint import record_in_checkpoint
+
+        record_in_checkpoint(a.checkpoint, cluster={"method": method, "cut": cut, "tuned_on": "pairs_calib people",
+                                                   "ari": table[best]["ari"]})
+        out["written_to_checkpoint"] = str(a.checkpoint or "default")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
