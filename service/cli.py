@@ -7,6 +7,7 @@ stdout holds the result (JSON with --json); progress and logs go to stderr. Exit
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -164,12 +165,26 @@ def cmd_calibrate(a) -> int:
 def _calibrate_night(a, emb) -> int:
     """--profile night: darkened probes; TOO_DARK, and Verify's and Identify's night thresholds."""
     from encoder.checkpoint import record_in_checkpoint
+    from gates.daynight import DEFAULT_CHECKPOINT as DAYNIGHT_CHECKPOINT
     from gates.daynight import DayNightGate
-    from gates.too_dark import calibrate_night, darkened_pairs, plot_curve
+    from gates.too_dark import calibrate_night, darkened_pairs, load_dark_pairs, plot_curve, save_dark_pairs
 
     if not 0 < a.identify_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--identify-far must lie in (0, 1), got {a.identify_far}")
-    dp = darkened_pairs(emb, DayNightGate.load(a.daynight), a.pairs, a.root, seed=a.seed)
+    gate = DayNightGate.load(a.daynight)
+    # the darkened probes' distances depend on the encoder, the day/night gate, the pair list and
+    # the seed, not on the targets: kept in a cache, so calibrating other targets takes seconds
+    gate_file = Path(a.daynight) if a.daynight else DAYNIGHT_CHECKPOINT
+    key = hashlib.sha256(json.dumps([emb.version, hashlib.sha256(gate_file.read_bytes()).hexdigest(),
+                                     hashlib.sha256(Path(a.pairs).read_bytes()).hexdigest(), a.seed])
+                         .encode()).hexdigest()[:16]
+    cache = Path(__file__).resolve().parents[1] / ".cache" / "facegate" / "night" / f"{key}.npz"
+    if cache.is_file():
+        dp = load_dark_pairs(cache)
+    else:
+        dp = darkened_pairs(emb, gate, a.pairs, a.root, seed=a.seed)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_dark_pairs(dp, cache)
     res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar)
     res = {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
            "site": a.site, "profile": "night", "encoder_version": emb.version, "pair_list": Path(a.pairs).name}
@@ -365,6 +380,24 @@ def cmd_daynight(a) -> int:
     return 0
 
 
+def cmd_trigger(a) -> int:
+    from gates.trigger_word import AudioError, TriggerWordGate
+
+    try:
+        gate = TriggerWordGate.load(a.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    for p in a.paths:
+        try:
+            found = gate.predict(_read(p))
+        except AudioError as e:
+            raise CliError("INVALID_ARGUMENT", f"{p}: {e}") from None
+        row = {"path": p, "detected": bool(found), "events": [{"t": e.t, "p": round(e.p, 4)} for e in found]}
+        heard = ", ".join(f"{e.t:.2f} s (p {e.p:.3f})" for e in found) or "not heard"
+        print(json.dumps(row) if a.json else f"{p}: {heard}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facegate", description="face access control for a campus")
@@ -500,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--checkpoint", help="day/night checkpoint (default: the shipped one)")
     dn.add_argument("--json", action="store_true", help="one JSON object per line")
     dn.set_defaults(func=cmd_daynight)
+
+    tw = sub.add_parser("trigger", help="was \"activate\" said, and when, per WAV file (the trigger-word gate)")
+    tw.add_argument("paths", nargs="+")
+    tw.add_argument("--checkpoint", help="trigger-word checkpoint (default: the shipped one)")
+    tw.add_argument("--json", action="store_true", help="one JSON object per line")
+    tw.set_defaults(func=cmd_trigger)
 
     m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
     m.add_argument("photos", nargs="+")
