@@ -18,8 +18,9 @@ class Gate(Protocol):
 
 def create_gate(name: str, path: str | Path | None = None) -> Gate:
     from .daynight import DayNightGate
+    from .trigger_word import TriggerWordGate
 
-    gates = {DayNightGate.name: DayNightGate}
+    gates = {DayNightGate.name: DayNightGate, TriggerWordGate.name: TriggerWordGate}
     if name not in gates:
         raise ValueError(f"unknown gate {name!r}; known: {sorted(gates)}")
     return gates[name].load(path)

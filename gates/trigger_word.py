@@ -77,11 +77,12 @@ _FB = torch.from_numpy(mel_filterbank())
 
 
 def spectrogram(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Mono audio at RATE -> log-mel frames, (frames, N_MELS); frames = 1 + samples // HOP."""
+    """Mono audio at RATE -> log-mel frames, (frames, N_MELS); frames = 1 + samples // HOP.
+    A batch (B x samples) gives B x frames x N_MELS."""
     x = torch.as_tensor(audio, dtype=torch.float32)
     spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
-    power = spec.abs() ** 2                                   # (freq, frames)
-    return torch.log(_FB @ power + 1e-6).T
+    power = spec.abs() ** 2                                   # ([B,] freq, frames)
+    return torch.log(_FB @ power + 1e-6).transpose(-1, -2)
 
 
 def output_steps(frames: int) -> int:
@@ -147,6 +148,7 @@ class TriggerWordGate:
         self.model = model.eval()
         self.meta = meta
         self.threshold = float(meta.get("threshold", 0.5))
+        self.min_gap_steps = int(meta.get("min_gap_steps", 0))     # firing runs this close are one event
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "TriggerWordGate":
@@ -154,10 +156,14 @@ class TriggerWordGate:
 
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        """p per output step; audio shorter than one step's window is padded with silence."""
+        short = CONV_KERNEL * HOP - len(audio)
+        if short > 0:
+            audio = np.pad(audio, (0, short))
         return torch.sigmoid(self.model(spectrogram(audio)[None]))[0].numpy()
 
     def predict(self, wav: bytes | str | Path) -> list[Event]:
-        return events(self.probabilities(load_wav(wav)), self.threshold)
+        return events(self.probabilities(load_wav(wav)), self.threshold, self.min_gap_steps)
 
 
 def save_trigger(path: str | Path, model: TriggerNet, **meta) -> None:

@@ -1,14 +1,27 @@
-"""Trigger-word building blocks: WAV reading of any common kind, the spectrogram, steps, events."""
+"""The trigger-word gate: WAV reading of any common kind, the spectrogram, steps, events, the training
+set's synthesis and labels, augmentation, event scoring, and the shipped checkpoint on held-out audio."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.io import wavfile
 
-from gates.trigger_word import (HOP, N_MELS, RATE, AudioError, TriggerNet, events, load_wav, output_steps,
-                                seconds_to_step, spectrogram, step_seconds)
+from gates import audio_augment as aug
+from gates import trigger_metrics as tm
+from gates.gate import create_gate
+from gates.trigger_synth import CLIP_SAMPLES, CLIP_STEPS, Placement, Word, compose, place, step_labels, trim_silence
+from gates.trigger_word import (DEFAULT_CHECKPOINT, HOP, N_MELS, RATE, AudioError, TriggerNet, TriggerWordGate, events,
+                                load_wav, output_steps, seconds_to_step, spectrogram, step_seconds)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wav_bytes(x: np.ndarray, rate: int) -> bytes:
@@ -64,3 +77,163 @@ def test_consecutive_firing_steps_make_one_event():
     assert events(np.zeros(10)) == []
     p[32] = 0.8                                   # a one-step dip joins when allowed
     assert len(events(p)) == 3 and len(events(p, min_gap_steps=1)) == 2
+
+
+# ---------------------------------------------------------------------------- files, synthesis, metrics
+
+
+def test_wav_files_stereo_44k_and_mono_8k_become_mono_16k(tmp_path):
+    t44, t8 = np.arange(44100) / 44100, np.arange(8000) / 8000
+    left = 0.4 * np.sin(2 * np.pi * 300 * t44)
+    stereo = (np.stack([left, np.zeros_like(left)], 1) * 32767).astype(np.int16)      # the right channel silent
+    wavfile.write(tmp_path / "stereo.wav", 44100, stereo)
+    wavfile.write(tmp_path / "mono8k.wav", 8000, (0.5 * np.sin(2 * np.pi * 1000 * t8) * 32767).astype(np.int16))
+    for name, hz, amp in (("stereo.wav", 300, 0.2), ("mono8k.wav", 1000, 0.5)):
+        x = load_wav(tmp_path / name)
+        assert x.dtype == np.float32 and x.ndim == 1 and abs(len(x) - RATE) <= 1
+        assert np.abs(x[100:-100]).max() == pytest.approx(amp, abs=0.02)           # stereo: the mean of both
+        assert np.fft.rfftfreq(len(x), 1 / RATE)[np.abs(np.fft.rfft(x)).argmax()] == pytest.approx(hz, abs=2)
+
+
+def test_words_never_overlap_and_labels_sit_right_after_each_activate():
+    rng = np.random.default_rng(0)
+    words = [Word(np.full(8000, 0.1, np.float32), 8000, True, "a"), Word(np.full(12000, 0.1, np.float32), 12000, False, "n"),
+             Word(np.full(11200, 0.1, np.float32), 9600, True, "a-reverb")]         # a 0.1 s tail after the word
+    for _ in range(50):
+        clip = compose(rng, np.zeros(CLIP_SAMPLES, np.float32), words, [1.0, 1.0, 1.0], min_gap=0.1)
+        spans = sorted((p.start, p.start + len(next(w for w in words if w.source == p.source).audio) / RATE)
+                       for p in clip.placements)
+        assert all(b[0] - a[1] >= 0.1 - 1e-9 for a, b in zip(spans, spans[1:]))      # no overlap, 0.1 s apart
+        assert spans[-1][1] <= 10.0 - 0.3 + 1e-9                                      # labels fit in the clip
+        assert np.count_nonzero(clip.audio) == 8000 + 12000 + 11200                   # every sample where placed
+        y = clip.labels(0.5)
+        t = np.array([step_seconds(i) for i in range(CLIP_STEPS)])
+        expect = np.zeros(CLIP_STEPS, bool)
+        for p in clip.placements:
+            if p.positive:
+                expect |= (t > p.end) & (t <= p.end + 0.5)
+                assert round(p.end - p.start, 6) in (0.5, 0.6)                        # the dry end, not the tail
+        assert np.array_equal(y.astype(bool), expect) and 20 <= y.sum() <= 26         # ~12 steps per activate
+
+
+def test_label_steps_by_hand():
+    y = step_labels([Placement(1.0, 2.0, True, "a"), Placement(3.0, 4.0, False, "n")], span=0.5)
+    on = np.flatnonzero(y)
+    assert step_seconds(on[0]) > 2.0 >= step_seconds(on[0] - 1)
+    assert step_seconds(on[-1]) <= 2.5 < step_seconds(on[-1] + 1)
+    assert len(on) == 12                       # 0.5 s of 40 ms steps (12 or 13, here 12)
+
+
+def test_place_refuses_words_that_cannot_fit():
+    with pytest.raises(ValueError, match="do not fit"):
+        place(np.random.default_rng(0), [9000, 9000], 17000, 0)
+
+
+def test_event_matching_by_hand():
+    words = [(1.0, 1.6), (5.0, 5.7)]
+    c = tm.match([1.2, 2.5, 2.7, 6.6, 9.0], words)          # 1.2 hit; 2.5 in word 1's window but it is used
+    assert (c.tp, c.fp, c.fn) == (2, 3, 0)                   # 6.6 <= 5.7 + 1: hit; 2.7 and 9.0 false
+    assert tm.match([], words) == tm.Counts(0, 0, 2)
+    assert tm.match([0.9], words) == tm.Counts(0, 1, 2)      # before the word starts: false
+    c = tm.Counts(8, 2, 2)
+    assert (c.precision, c.recall, c.f1) == (0.8, 0.8, pytest.approx(0.8))
+    rows = [{"threshold": t, "f1": f, "false_per_10min": fa} for t, f, fa in
+            ((0.3, 0.95, 3.0), (0.4, 0.9, 0.4), (0.5, 0.9, 0.2), (0.6, 0.9, 0.0), (0.7, 0.8, 0.0))]
+    assert tm.pick_threshold(rows, 0.5)["threshold"] == 0.5    # best F1 within the bound, middle of the tie
+
+
+def test_speed_pitch_and_reverb_do_what_they_say():
+    t = np.arange(RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 400 * t)).astype(np.float32)
+    peak = lambda y: np.fft.rfftfreq(len(y), 1 / RATE)[np.abs(np.fft.rfft(y)).argmax()]  # noqa: E731
+    fast = aug.change_speed(tone, 1.25)
+    assert len(fast) == pytest.approx(RATE / 1.25, abs=2) and peak(fast) == pytest.approx(500, abs=3)
+    up = aug.shift_pitch(tone, 12.0)
+    assert len(up) == pytest.approx(RATE, abs=200) and peak(up) == pytest.approx(800, abs=5)
+    wet = aug.add_reverb(tone, np.random.default_rng(0), rt60=0.5, direct_to_reverb_db=3.0)
+    assert len(wet) == RATE + int(0.25 * RATE) and aug.rms(wet[:RATE]) == pytest.approx(aug.rms(tone), rel=1e-3)
+    assert aug.rms(wet[RATE:]) > 0.01                           # the room rings on after the sound stops
+    brown = aug.coloured_noise(np.random.default_rng(0), RATE, 2.0)
+    spec = np.abs(np.fft.rfft(brown)) ** 2
+    assert spec[10:200].mean() > 100 * spec[4000:6000].mean() and aug.rms(brown) == pytest.approx(1.0)
+
+
+def test_tts_reads_its_cache_without_espeak(tmp_path, monkeypatch):
+    from gates import tts
+
+    u = tts.Utterance("activate", "en-us+f3", 150, 50)
+    wavfile.write(tmp_path / u.file_name(), 22050, (0.3 * np.sin(np.arange(22050) / 5)).astype(np.float32))
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)          # as on CI: no espeak-ng
+    assert len(tts.synthesise(u, tmp_path)) == RATE
+    with pytest.raises(tts.TTSUnavailable, match="espeak-ng"):
+        tts.synthesise(tts.Utterance("active", "en-us", 150, 50), tmp_path)
+
+
+# ---------------------------------------------------------------------------- the shipped checkpoint
+def _trigger_data() -> Path:
+    d = Path(os.environ.get("FACEGATE_DATA", ROOT.parent / "shared" / "data")) / "trigger_word"
+    if not (d / "activates").is_dir():
+        pytest.skip(f"trigger-word data not found at {d} (set FACEGATE_DATA)")
+    return d
+
+
+shipped = pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped trigger-word checkpoint")
+
+
+@shipped
+def test_shipped_checkpoint_loads_with_its_decision_data():
+    gate = create_gate("trigger_word")
+    assert isinstance(gate, TriggerWordGate) and 0.05 <= gate.threshold <= 0.95
+    assert 0.2 <= gate.meta["label_span"] < 1.0
+    assert gate.meta["holdout"]["activates"] and gate.meta["holdout"]["backgrounds"]
+    assert DEFAULT_CHECKPOINT.stat().st_size < 5_000_000
+
+
+@shipped
+def test_shipped_gate_hears_the_held_out_voice_and_not_the_held_out_background():
+    d = _trigger_data()
+    gate = TriggerWordGate.load()
+    held = gate.meta["holdout"]
+    bg = load_wav(d / "backgrounds" / held["backgrounds"][0])[:CLIP_SAMPLES]
+    assert gate.probabilities(bg).max() < gate.threshold                  # the background alone: silence
+    clip, truth = bg.copy(), []
+    for name, at in zip(held.get("test_activates", held["activates"])[:2], (2.0, 6.0)):
+        w = trim_silence(load_wav(d / "activates" / name))
+        s = int(at * RATE)
+        clip[s:s + len(w)] += w
+        truth.append((at, at + len(w) / RATE))
+    found = gate.predict(wav_bytes(clip, RATE))
+    c = tm.match([e.t for e in found], truth)
+    assert (c.tp, c.fp) == (2, 0), found
+
+
+@shipped
+def test_trigger_cli_prints_the_contract_keys():
+    d = _trigger_data()
+    path = str(sorted((d / "dev").glob("*.wav"))[0])
+    p = subprocess.run([sys.executable, "-m", "service.cli", "trigger", path, "--json"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout)
+    assert row["path"] == path and isinstance(row["detected"], bool) and row["detected"] == bool(row["events"])
+    assert all(set(e) == {"t", "p"} and 0 <= e["t"] <= 10 and 0 <= e["p"] <= 1 for e in row["events"])
+
+
+@shipped
+def test_trigger_cli_refuses_a_corrupt_wav_with_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)
+    p = subprocess.run([sys.executable, "-m", "service.cli", "trigger", str(bad), "--json"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    err = json.loads(p.stdout)["error"]
+    assert err["code"] == "INVALID_ARGUMENT" and "broken.wav" in err["message"] and "WAV" in err["message"]
+
+
+def test_a_clip_shorter_than_one_step_is_padded_not_refused():
+    net = TriggerNet()
+    torch.nn.init.constant_(net.out.bias, -10.0)               # a net that never fires
+    torch.nn.init.zeros_(net.out.weight)
+    gate = TriggerWordGate(net, {"threshold": 0.5})
+    assert len(gate.probabilities(np.zeros(10, np.float32))) == 1
+    assert gate.predict(wav_bytes(np.zeros(800, np.int16), 16000)) == []      # 50 ms of silence
