@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make a trained checkpoint the shipped default: calibrate its threshold on pairs_calib.tsv
-# (FAR 1e-3), record its results on the DevTest pair lists inside it, draw the ROC curves,
+# Make a trained checkpoint the shipped default: calibrate its thresholds on pairs_calib.tsv
+# (Verify FAR 1e-3, Identify 1e-4, by day and at night, TOO_DARK, the clustering cut), record its results on the DevTest pair lists inside it, draw the ROC curves,
 # and re-pin the golden distances. Usage: scripts/release_encoder.sh runs/s64/encoder.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,11 @@ $FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --write-che
 # Identify's stricter default: one probe meets N enrolled people, so its per-pair FAR is 1e-4
 # (20,000 impostor pairs: at most 2 admitted; a coarse estimate, stated in the model card)
 $FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-4 --kind identify --write-checkpoint --json | tee "$OUT/calibrate_identify_pairs_calib.json"
+# the night profile (darkened probes): TOO_DARK's light level and the night thresholds, and the
+# clustering cut (on pairs_calib people): distances are the encoder's own, so each is redone
+$FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --profile night --write-checkpoint \
+  --plot docs/gates/too_dark_far1e-3.png --json | tee docs/gates/too_dark_far1e-3.json
+.venv/bin/python bench/cluster_tune.py --lfw "$LFW" --write-checkpoint | tee docs/cluster_tune.json
 $FG eval-pairs "$LFW/pairs_devtest.tsv" --root "$LFW" --record pairs_devtest --plot "$OUT/roc_pairs_devtest.png" --json | tee "$OUT/eval_pairs_devtest.json"
 $FG eval-pairs "$LFW/pairs_devtest_far.tsv" --root "$LFW" --record pairs_devtest_far --plot "$OUT/roc_pairs_devtest_far.png" --json | tee "$OUT/eval_pairs_devtest_far.json"
 .venv/bin/python tests/encoder/test_golden.py --write
