@@ -369,6 +369,12 @@ def cmd_daynight(a) -> int:
         gate = DayNightGate.load(a.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
+    if a.too_dark is not None:
+        gate.too_dark_light = a.too_dark
+    else:   # as the server does for a site without its own: TOO_DARK is the encoder's (calibrate --profile night)
+        level = _embedder(argparse.Namespace(checkpoint=a.encoder)).meta.get("too_dark_light")
+        if level is not None:
+            gate.too_dark_light = float(level)
     for p in a.paths:
         try:
             r = gate.predict(decode_image(p))
@@ -531,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     dn = sub.add_parser("daynight", help="day or night, per photo (the light-profile gate)")
     dn.add_argument("paths", nargs="+")
     dn.add_argument("--checkpoint", help="day/night checkpoint (default: the shipped one)")
+    dn.add_argument("--too-dark", type=float, help="the light level below which a photo is too dark "
+                                                   "(default: the encoder checkpoint's, calibrated for it)")
+    dn.add_argument("--encoder", help="the encoder checkpoint whose TOO_DARK level applies (default: the shipped one)")
     dn.add_argument("--json", action="store_true", help="one JSON object per line")
     dn.set_defaults(func=cmd_daynight)
 

@@ -64,3 +64,11 @@ def test_daynight_cli_prints_one_json_line_per_photo(data_dir):
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["path"] for r in rows] == paths
     assert all(r["label"] in ("day", "night") and 0 <= r["p_night"] <= 1 for r in rows)
+    # TOO_DARK is the encoder checkpoint's calibrated level unless one is given
+    from encoder.checkpoint import load_checkpoint
+
+    level = load_checkpoint(None)[1].get("too_dark_light") or 0.0
+    assert all(r["too_dark"] == (r["light"] < level) for r in rows)
+    p = subprocess.run([sys.executable, "-m", "service.cli", "daynight", paths[0], "--json", "--too-dark", "0.99"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert json.loads(p.stdout)["too_dark"] is True
