@@ -158,9 +158,18 @@ class TemplateStore:
             return self._db.execute("SELECT 1 FROM templates WHERE subject = ? LIMIT 1",
                                     (subject,)).fetchone() is not None
 
-    def template_counts(self) -> dict[str, int]:
+    def template_counts(self, subjects: list[str] | None = None) -> dict[str, int]:
+        """Templates per subject: of the given ones (an Identify asks for its k neighbours' only,
+        an indexed lookup, not a scan of every subject), or of all."""
         with self._lock:
-            return dict(self._db.execute("SELECT subject, COUNT(*) FROM templates GROUP BY subject").fetchall())
+            if subjects is None:
+                return dict(self._db.execute("SELECT subject, COUNT(*) FROM templates GROUP BY subject").fetchall())
+            subjects = sorted(set(subjects))
+            if not subjects:
+                return {}
+            marks = ",".join("?" * len(subjects))
+            return dict(self._db.execute(f"SELECT subject, COUNT(*) FROM templates WHERE subject IN ({marks}) "
+                                         f"GROUP BY subject", subjects).fetchall())
 
     def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
         """Distances from `vector` to each of the subject's templates of this encoder version."""

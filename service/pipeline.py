@@ -276,7 +276,7 @@ class Pipeline:
         else:
             t1 = time.perf_counter()
             nb = self.store.search(v, k, self.version)
-            counts = self.store.template_counts()
+            counts = self.store.template_counts([n.subject for n in nb])
             vote = knn_vote([(n.subject, n.distance) for n in nb], threshold, counts, self.settings.identify_min_votes)
             stages.append(Stage("match", vote.reason, time.perf_counter() - t1, nb[0].distance if nb else 0.0))
             decision = ACCEPT if vote.subject else REJECT

@@ -5,6 +5,7 @@ standard grpc.health.v1 service; reflection is on, so grpcurl works."""
 from __future__ import annotations
 
 import asyncio
+import os
 import contextvars
 import logging
 import signal
@@ -13,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -66,6 +68,9 @@ class Deps:
 
 def build_deps(settings: Settings) -> Deps:
     """Load the encoder, open the data folder, and refuse a folder made by another encoder."""
+    # `workers` requests run the face models at once: give each a share of the cores, so that
+    # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     embedder = Embedder.from_checkpoint(settings.checkpoint)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,11 @@ def test_add_search_and_resend(tmp_path):
     assert [x.subject for x in n] == ["ann", "bob"] and n[0].distance == pytest.approx(0, abs=1e-3)
     assert s.status()["templates"] == 2 and s.status()["subjects"] == 2 and s.status()["generation"] == 2
     assert s.template_counts() == {"ann": 1, "bob": 1}
+    s.add("ann", vec(3), "h3", "enc-1")
+    assert s.template_counts(["ann", "ann", "carl"]) == {"ann": 2}      # only those asked for, once each
+    assert s.template_counts([]) == {}
+    s.remove_subject("ann")
+    s.add("ann", vec(1), "h1", "enc-1")
     np.testing.assert_allclose(s.subject_distances("ann", vec(1), "enc-1"), [0], atol=1e-3)
     s.check()
 
