@@ -190,3 +190,19 @@ def test_too_dark_photo_is_rejected_before_the_face_models(served, probe, audio)
     assert (r["decision"], r["reason"]) == ("REJECT", "TOO_DARK")
     assert r["stages"][-1] == {**r["stages"][-1], "name": "daynight", "outcome": "TOO_DARK"}
     assert calls.n == {"mtcnn": 0, "encoder": 0}
+
+
+def test_too_dark_id_photo_is_not_enrolled(served, lfw, tmp_path):
+    from encoder.images import decode_image
+    from gates.daynight import light_level
+
+    server, _ = served
+    photo = decode_image((lfw / "images" / "Tom_Cruise" / "Tom_Cruise_0004.jpg").read_bytes())
+    black = (photo.astype(np.float32) * 0.05).astype(np.uint8)
+    level = server.deps.pipeline.too_dark_light(server.deps.pipeline.settings.default_site)
+    assert light_level(black) < level
+    path = tmp_path / "dark.jpg"
+    path.write_bytes(jpeg(black))
+    r = server.client.enroll([("Tom_Cruise", path)])
+    assert r["accepted"] == 0 and [x["reason"] for x in r["rejected"]] == ["TOO_DARK"]
+    assert server.client.status()["templates"] == 2
