@@ -2,11 +2,10 @@
 folder (sites.json), written atomically; a site without an entry requires nothing."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .thresholds import write_json_atomic
+from .thresholds import read_json, write_json_atomic
 
 FILE = "sites.json"
 
@@ -25,12 +24,7 @@ class SiteStore:
         self.path = Path(data_dir) / FILE
 
     def _read(self) -> dict:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text())
-        except json.JSONDecodeError as e:
-            raise SiteError(f"{self.path} is not valid JSON: {e}") from None
+        return read_json(self.path, SiteError)
 
     def get(self, site: str) -> SitePolicy:
         entry = self._read().get(site, {})

@@ -26,17 +26,22 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path, error: type[Exception]) -> dict:
+    """The file's JSON object, {} if there is no file yet; `error` names a file that is not JSON."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON: {e}") from None
+
+
 class ThresholdStore:
     def __init__(self, data_dir: str | Path):
         self.path = Path(data_dir) / FILE
 
     def _read(self) -> dict:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text())
-        except json.JSONDecodeError as e:
-            raise ThresholdError(f"{self.path} is not valid JSON: {e}") from None
+        return read_json(self.path, ThresholdError)
 
     @staticmethod
     def _key(profile: str, kind: str) -> str:
