@@ -116,6 +116,18 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def plain(value):
+    """A value as plain Python (dict, list, float, int, str, bool, None): checkpoints are read
+    with torch.load(weights_only=True), which refuses NumPy scalars and arrays."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):          # numpy scalars and arrays, torch tensors
+        return plain(value.tolist())
+    return value
+
+
 CALIBRATED_KEYS = ("night_threshold", "night_identify_threshold", "too_dark_light", "night_info", "cluster")
 
 
@@ -140,14 +152,14 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         ckpt["identify_threshold"], ckpt["identify_threshold_info"] = None, {}
         for k in CALIBRATED_KEYS:
             ckpt.pop(k, None)
-    ckpt.update(calibrated)
+    ckpt.update(plain(calibrated))
     if threshold is not None:
         ckpt["threshold"] = float(threshold)
-        ckpt["threshold_info"] = threshold_info or {}
+        ckpt["threshold_info"] = plain(threshold_info or {})
     if identify_threshold is not None:
         ckpt["identify_threshold"] = float(identify_threshold)
-        ckpt["identify_threshold_info"] = identify_threshold_info or {}
+        ckpt["identify_threshold_info"] = plain(identify_threshold_info or {})
     if metrics:
-        ckpt["metrics"] = {**ckpt.get("metrics", {}), **metrics}
+        ckpt["metrics"] = {**ckpt.get("metrics", {}), **plain(metrics)}
     atomic_torch_save(ckpt, path)
     return ckpt["version"]

@@ -6,6 +6,7 @@ the original float32 encoder it is only close.
 """
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,6 +159,21 @@ def test_record_in_checkpoint_keeps_version_and_weights(tmp_path, x):
     with torch.no_grad():
         assert torch.equal(loaded(x), _half_roundtrip(m)(x))
     assert not path.with_suffix(".pt.tmp").exists()
+
+
+def test_recorded_numpy_values_stay_loadable(tmp_path):
+    """Calibration code computes with NumPy; what it records must still load with
+    weights_only=True (a np.float64 cut once made the shipped checkpoint unreadable)."""
+    path = tmp_path / "enc.pt"
+    _save(path, _model(), name="tiny")
+    record_in_checkpoint(path, threshold=np.float64(0.7), threshold_info={"far": np.float32(0.001)},
+                         metrics={"dev": {"acc": np.float64(0.9), "curve": np.array([0.1, 0.2])}},
+                         cluster={"method": "complete", "cut": np.float64(0.975), "k": np.int64(3)})
+    _, meta = load_checkpoint(path)
+    assert meta["cluster"] == {"method": "complete", "cut": 0.975, "k": 3}
+    assert type(meta["cluster"]["cut"]) is float and type(meta["cluster"]["k"]) is int
+    assert meta["threshold_info"]["far"] == pytest.approx(0.001)
+    assert meta["metrics"]["dev"] == {"acc": 0.9, "curve": [0.1, 0.2]}
 
 
 def test_record_metrics_only_keeps_the_threshold(tmp_path):
