@@ -7,6 +7,7 @@
 #      and bench/cluster_run.py (20 DevTest people, k=0), both through the CLI;
 #   4. stop the server. JSON and PNG land in OUT (default bench/out/door_<F>).
 # Usage: scripts/door_run.sh [F] [F_ID] [CHECKPOINT]     (defaults: 0.05 1e-3 the shipped one)
+#        IMPOSTORS=5 scripts/door_run.sh ...   other people's cards claimed per probe (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=${1:-0.05}
@@ -31,5 +32,5 @@ for _ in $(seq 120); do
   $FG status --server "127.0.0.1:$PORT" --json > /dev/null 2>&1 && break
   sleep 1
 done
-.venv/bin/python bench/door_run.py --server "127.0.0.1:$PORT" --site door --out "$OUT/door" | tee "$OUT/door_run.json"
+.venv/bin/python bench/door_run.py --server "127.0.0.1:$PORT" --site door --impostors "${IMPOSTORS:-1}" --out "$OUT/door" | tee "$OUT/door_run.json"
 .venv/bin/python bench/cluster_run.py --server "127.0.0.1:$PORT" | tee "$OUT/cluster_run.json"
