@@ -88,7 +88,7 @@ def main():
     if a.write_checkpoint:
         from encoder.checkpoint import record_in_checkpoint
 
-        record_in_checkpoint(a.checkpoint, cluster={"method": method, "cut": float(cut), "tuned_on": "pairs_calib people",
+        record_in_checkpoint(a.checkpoint, cluster={"method": method, "cut": cut, "tuned_on": "pairs_calib people",
                                                    "ari": table[best]["ari"]})
         out["written_to_checkpoint"] = str(a.checkpoint or "default")
     print(json.dumps(out, indent=1))

@@ -78,8 +78,7 @@ def save_checkpoint(path: str | Path, model: FaceEncoder, *, name: str, threshol
         "training": training or {},
         "metrics": metrics or {},
     }
-    atomic_torch_save(ckpt, path)
-    return ckpt
+    return _write(ckpt, path)
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[FaceEncoder, dict]:
@@ -95,8 +94,24 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path}: weights do not fit its config: {e}") from None
     model.to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    return model, meta
+    return model, _meta(ckpt)
+
+
+def read_meta(path: str | Path | None = None) -> dict:
+    """The checkpoint dict without its weights, for its version, thresholds and calibrated
+    values, without building the model."""
+    return _meta(_read(Path(path) if path else DEFAULT_CHECKPOINT))
+
+
+def _meta(ckpt: dict) -> dict:
+    return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def _write(ckpt: dict, path: str | Path) -> dict:
+    """Everything but the weights as plain Python (see `plain`), then an atomic save."""
+    ckpt = {k: v if k == "state_dict" else plain(v) for k, v in ckpt.items()}
+    atomic_torch_save(ckpt, path)
+    return ckpt
 
 
 def _read(path: Path) -> dict:
@@ -152,14 +167,13 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
         ckpt["identify_threshold"], ckpt["identify_threshold_info"] = None, {}
         for k in CALIBRATED_KEYS:
             ckpt.pop(k, None)
-    ckpt.update(plain(calibrated))
+    ckpt.update(calibrated)
     if threshold is not None:
         ckpt["threshold"] = float(threshold)
-        ckpt["threshold_info"] = plain(threshold_info or {})
+        ckpt["threshold_info"] = threshold_info or {}
     if identify_threshold is not None:
         ckpt["identify_threshold"] = float(identify_threshold)
-        ckpt["identify_threshold_info"] = plain(identify_threshold_info or {})
+        ckpt["identify_threshold_info"] = identify_threshold_info or {}
     if metrics:
-        ckpt["metrics"] = {**ckpt.get("metrics", {}), **plain(metrics)}
-    atomic_torch_save(ckpt, path)
-    return ckpt["version"]
+        ckpt["metrics"] = {**ckpt.get("metrics", {}), **metrics}
+    return _write(ckpt, path)["version"]

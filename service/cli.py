@@ -372,7 +372,12 @@ def cmd_daynight(a) -> int:
     if a.too_dark is not None:
         gate.too_dark_light = a.too_dark
     else:   # as the server does for a site without its own: TOO_DARK is the encoder's (calibrate --profile night)
-        level = _embedder(argparse.Namespace(checkpoint=a.encoder)).meta.get("too_dark_light")
+        from encoder.checkpoint import CheckpointError, read_meta
+
+        try:
+            level = read_meta(a.encoder).get("too_dark_light")
+        except CheckpointError as e:
+            raise CliError("FAILED_PRECONDITION", str(e)) from None
         if level is not None:
             gate.too_dark_light = float(level)
     for p in a.paths:

@@ -165,7 +165,8 @@ def test_recorded_numpy_values_stay_loadable(tmp_path):
     """Calibration code computes with NumPy; what it records must still load with
     weights_only=True (a np.float64 cut once made the shipped checkpoint unreadable)."""
     path = tmp_path / "enc.pt"
-    _save(path, _model(), name="tiny")
+    saved = _save(path, _model(), name="tiny", training={"history": [{"loss": np.float32(0.5)}]})
+    assert saved["training"] == {"history": [{"loss": 0.5}]}
     record_in_checkpoint(path, threshold=np.float64(0.7), threshold_info={"far": np.float32(0.001)},
                          metrics={"dev": {"acc": np.float64(0.9), "curve": np.array([0.1, 0.2])}},
                          cluster={"method": "complete", "cut": np.float64(0.975), "k": np.int64(3)})
