@@ -61,8 +61,11 @@ class TrainConfig:
     ckpt_every: int = 250
     eval_every: int = 500
     device: str = "cpu"
-    amp: bool = True              # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True              # float16 mixed precision on CUDA
+    cpu_bf16: bool = False        # bfloat16 autocast on the CPU, where it has AVX512-BF16 or AMX (bench/train_speed.py)
+    channels_last: bool = False   # NHWC tensors: faster convolutions on CPUs (oneDNN) and tensor cores
     threads: int = 0              # torch threads on the CPU; 0 = torch's default
+    init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); its config must match
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -213,14 +216,16 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     # so a resumed run is the same run
     x = augment(data.crops[torch.from_numpy(local_rows)], cfg.encoder.input_size, cfg.augment, gen)
     x = x.to(device, non_blocking=True)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     idx = torch.from_numpy(all_rows)
     labels = data.labels[idx].to(device)
     teacher = data.teacher[idx].to(device) if data.teacher is not None else None
     for g in optimizer.param_groups:
         g["lr"] = lr_at(step, cfg)
     model.train()
-    use_amp = cfg.amp and device.type == "cuda"
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+    dtype = autocast_dtype(cfg, device)
+    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         e_local = model(x)
     e = all_gather_with_grad(e_local.float())
     loss, parts, n_triplets = batch_loss(e, labels, teacher, cfg, miner, loss_fn)
@@ -232,6 +237,20 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     out["loss"] = loss.item()
     out["triplets"] = n_triplets
     return out
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """float16 on CUDA (with loss scaling), bfloat16 on a CPU with native support, else None."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.amp else None
+    return torch.bfloat16 if cfg.cpu_bf16 and cpu_has_bf16() else None
 
 
 def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, end_step, miner, loss_fn,
@@ -257,6 +276,17 @@ def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, en
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def init_weights(model: FaceEncoder, cfg: TrainConfig) -> None:
+    """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart)."""
+    from .checkpoint import load_checkpoint
+
+    source, _ = load_checkpoint(cfg.init_from)
+    if json.loads(json.dumps(source.config.to_dict())) != json.loads(json.dumps(asdict(cfg.encoder))):
+        raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
+                         f"{source.config.to_dict()} vs {asdict(cfg.encoder)}")
+    model.load_state_dict(source.state_dict())
+
+
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,
                  stop_at: int | None = None) -> tuple[FaceEncoder, dict]:
     """Train (or resume) to cfg.steps; `stop_at` ends this run early at that step, as an
@@ -276,10 +306,18 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     torch.manual_seed(cfg.seed)
     data = TrainData.from_cache(cache, cfg)
     model = FaceEncoder(cfg.encoder).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.cpu_bf16 and device.type == "cpu" and not cpu_has_bf16() and dist_info.main:
+        print("cpu_bf16: this CPU has no native bfloat16; training in float32", file=sys.stderr)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     step, history = 0, []
     last = out / "last.pt"
+    if cfg.init_from and not (resume and last.exists()):
+        init_weights(model, cfg)
+        if dist_info.main:
+            print(f"weights from {cfg.init_from}", file=sys.stderr)
     if resume and last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
         if state["config"] != json.loads(json.dumps(asdict(cfg))):
@@ -303,6 +341,7 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         n_lab = int((data.labels[torch.from_numpy(data.train_idx)] >= 0).sum())
         print(json.dumps({"train_photos": len(data.train_idx), "labelled": n_lab, "val_pairs": len(data.val_pairs),
                           "teacher": data.teacher is not None, "world_size": dist_info.world, "device": str(device),
+                          "autocast": str(autocast_dtype(cfg, device) or "off"), "channels_last": cfg.channels_last,
                           "params": sum(p.numel() for p in model.parameters())}), file=sys.stderr)
     sampler = PKSampler(data.labels[torch.from_numpy(data.train_idx)].numpy(), cfg.p, cfg.k, cfg.eval_every, cfg.seed)
     # the sampler draws positions in train_idx; map them back to cache rows

@@ -95,6 +95,10 @@ def cmd_train(a) -> int:
         "config": json.loads((Path(a.out) / "config.json").read_text()),
         "history": summary["history"],
     }
+    if cfg.init_from:
+        from encoder.checkpoint import read_meta
+
+        training["init_from"] = read_meta(cfg.init_from)["version"]
     export = Path(a.export) if a.export else Path(a.out) / "encoder.pt"
     ckpt = save_checkpoint(export, model, name=a.name, training=training, flip_average=a.flip_average,
                            metrics={"validation": summary["final"]})

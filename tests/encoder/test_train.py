@@ -76,3 +76,46 @@ def test_resume_refuses_another_config(att_cache, tmp_path):
     run_training(_cfg(), att_cache, tmp_path / "c", stop_at=2)
     with pytest.raises(ValueError, match="another config"):
         run_training(_cfg(margin=0.3), att_cache, tmp_path / "c")
+
+
+def test_fine_tuning_starts_from_the_given_encoder(att_cache, tmp_path):
+    from encoder.checkpoint import load_checkpoint, save_checkpoint
+
+    trained, _ = run_training(_cfg(), att_cache, tmp_path / "base")
+    save_checkpoint(tmp_path / "base.pt", trained, name="base")
+    source, _ = load_checkpoint(tmp_path / "base.pt")
+    # lr 0: the optimiser moves nothing, so the weights after training are the ones it started from
+    tuned, _ = run_training(_cfg(init_from=str(tmp_path / "base.pt"), lr=0.0, min_lr=0.0), att_cache, tmp_path / "ft")
+    fresh, _ = run_training(_cfg(lr=0.0, min_lr=0.0), att_cache, tmp_path / "fresh")
+    for (name, a), b, c in zip(tuned.named_parameters(), source.parameters(), fresh.parameters()):
+        assert torch.equal(a, b), name
+    assert not all(torch.equal(b, c) for b, c in zip(source.parameters(), fresh.parameters()))
+
+
+def test_fine_tuning_refuses_an_encoder_of_another_shape(att_cache, tmp_path):
+    from encoder.checkpoint import save_checkpoint
+    from encoder.face_encoder import EncoderConfig, FaceEncoder
+
+    save_checkpoint(tmp_path / "other.pt", FaceEncoder(EncoderConfig(input_size=96)), name="other")
+    with pytest.raises(ValueError, match="another encoder config"):
+        run_training(_cfg(init_from=str(tmp_path / "other.pt")), att_cache, tmp_path / "run")
+
+
+def test_bfloat16_channels_last_training_on_the_cpu(att_cache, tmp_path):
+    from encoder.train import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bfloat16")
+    model, summary = run_training(_cfg(cpu_bf16=True, channels_last=True), att_cache, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert summary["history"][-1]["triplets"] > 0
+    # the trained weights serve in float32, in the default memory layout, with the same embeddings
+    model.eval()
+    x = torch.randn(4, 3, model.config.input_size, model.config.input_size)
+    with torch.no_grad():
+        e_cl = model(x.contiguous(memory_format=torch.channels_last))
+        e = model.to(memory_format=torch.contiguous_format)(x)
+    assert e.dtype == torch.float32
+    assert torch.allclose(e, e_cl, atol=1e-5)
