@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     ax.barh(list(timed), [v["photos_per_sec"] for v in timed.values()])
     for i, v in enumerate(timed.values()):
         ax.text(v["photos_per_sec"], i, f" {v['speedup']}x", va="center")
+    ax.set_xlim(0, 1.18 * max(v["photos_per_sec"] for v in timed.values()))
     ax.set_xlabel("training photos per second")
     ax.set_title(f"{Path(a.config).name}: batch {batch}, {report['threads']} threads")
     fig.tight_layout()
