@@ -240,6 +240,8 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
 
 
 def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX); else PyTorch emulates
+    it, slower than float32. A private PyTorch call, so any failure reads as 'no'."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -83,6 +83,11 @@ def cmd_train(a) -> int:
     else:
         cache_dir = wait_for_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher)
     cache = CropCache(cache_dir)
+    init_version = None
+    if cfg.init_from:      # read now: the file may be replaced (a release) while the training runs
+        from encoder.checkpoint import read_meta
+
+        init_version = read_meta(cfg.init_from)["version"]
     model, summary = run_training(cfg, cache, a.out, resume=not a.no_resume)
     if rank != 0:
         return 0
@@ -95,10 +100,8 @@ def cmd_train(a) -> int:
         "config": json.loads((Path(a.out) / "config.json").read_text()),
         "history": summary["history"],
     }
-    if cfg.init_from:
-        from encoder.checkpoint import read_meta
-
-        training["init_from"] = read_meta(cfg.init_from)["version"]
+    if init_version:
+        training["init_from"] = init_version
     export = Path(a.export) if a.export else Path(a.out) / "encoder.pt"
     ckpt = save_checkpoint(export, model, name=a.name, training=training, flip_average=a.flip_average,
                            metrics={"validation": summary["final"]})

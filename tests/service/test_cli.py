@@ -77,3 +77,29 @@ def test_compare_tells_the_same_person_from_another(lfw):
     assert out[0]["pairs"][0]["same"] is True
     rc, out, _ = run("compare", same[0], img / "Reese_Witherspoon/Reese_Witherspoon_0003.jpg", "--json")
     assert rc == 1 and out[0]["pairs"][0]["same"] is False
+
+
+def test_train_exports_a_checkpoint_and_fine_tunes_from_it(data_dir, tmp_path):
+    """`facegate train` end to end on 6 AT&T people: a crop cache, a run folder, an exported
+    checkpoint; then a second run that starts from it records the version it started from."""
+    people = tmp_path / "att6"
+    people.mkdir()
+    for i in range(1, 7):
+        (people / f"s{i}").symlink_to(data_dir / "faces/att" / f"s{i}")
+    small = {"encoder": {"input_size": 64}, "p": 3, "k": 3, "extra": 0, "steps": 4, "warmup": 1,
+             "eval_every": 2, "ckpt_every": 2, "log_every": 1, "val_share": 0.34, "threads": 1}
+    common = ["--data", people, "--cache-dir", tmp_path / "cache", "--workers", 1]
+    (tmp_path / "a.json").write_text(json.dumps(small))
+    rc, out, err = run("train", *common, "--config", tmp_path / "a.json", "--out", tmp_path / "a",
+                       "--export", tmp_path / "a.pt", "--name", "base")
+    assert rc == 0, err
+    assert out[-1]["checkpoint"] == str(tmp_path / "a.pt") and out[-1]["version"].startswith("base-")
+    assert (tmp_path / "a/last.pt").exists() and (tmp_path / "a/log.jsonl").exists()
+    (tmp_path / "b.json").write_text(json.dumps({**small, "init_from": str(tmp_path / "a.pt")}))
+    rc, out2, err = run("train", *common, "--config", tmp_path / "b.json", "--out", tmp_path / "b",
+                        "--export", tmp_path / "b.pt", "--name", "tuned")
+    assert rc == 0, err
+    from encoder.checkpoint import read_meta
+
+    assert read_meta(tmp_path / "b.pt")["training"]["init_from"] == out[-1]["version"]
+    assert out2[-1]["version"].startswith("tuned-") and out2[-1]["version"] != out[-1]["version"]
