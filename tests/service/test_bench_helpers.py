@@ -7,6 +7,9 @@ import pytest
 spec = importlib.util.spec_from_file_location("cluster_run", Path(__file__).resolve().parents[2] / "bench/cluster_run.py")
 cluster_run = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cluster_run)
+spec = importlib.util.spec_from_file_location("door_run", Path(__file__).resolve().parents[2] / "bench/door_run.py")
+door_run = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(door_run)
 
 
 def test_adjusted_rand_index():
@@ -16,3 +19,18 @@ def test_adjusted_rand_index():
     assert ari([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
     # [[2,1],[0,3]] over 6: sum_ij=1+3=4, sum_a=3+3=6, sum_b=1+6=7, expected=42/15=2.8, best=6.5
     assert ari([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]) == pytest.approx((4 - 2.8) / (6.5 - 2.8))
+
+
+def test_rates_at_other_thresholds_count_faceless_probes_as_rejects():
+    # 5 genuine calls, one without a usable face (no distance); 4 impostor calls
+    r = door_run.rates_at(0.8, [0.5, 0.7, 0.9, 1.2], 5, [0.6, 1.0, 1.1, 1.3], 4)
+    assert r == {"threshold": 0.8, "frr": 0.6, "far": 0.25}   # 0.9, 1.2 and the faceless one rejected
+    assert door_run.rates_at(2.0, [0.5], 2, [], 0) == {"threshold": 2.0, "frr": 0.5, "far": 0.0}
+
+
+def test_wilson_interval_contains_the_rate_and_narrows_with_n():
+    lo, hi = door_run.wilson(4, 100)
+    assert lo < 0.04 < hi and lo > 0
+    lo2, hi2 = door_run.wilson(40, 1000)
+    assert lo < lo2 < 0.04 < hi2 < hi
+    assert door_run.wilson(0, 50)[0] == 0.0 and door_run.wilson(0, 0) == [0.0, 1.0]
