@@ -12,6 +12,7 @@ written atomically every `ckpt_every` steps; every random draw is a function of 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -239,6 +240,7 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     return out
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX); else PyTorch emulates
     it, slower than float32. A private PyTorch call, so any failure reads as 'no'."""
