@@ -34,6 +34,11 @@ class AugmentConfig:
 
 def augment(crops: torch.Tensor, size: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """uint8 B x S x S x 3 crops -> normalised B x 3 x size x size encoder input, augmented."""
+    return (augment_pixels(crops, size, cfg, gen) - MEAN) / STD
+
+
+def augment_pixels(crops: torch.Tensor, size: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """uint8 B x S x S x 3 crops -> augmented float pixels (0..255), B x 3 x size x size."""
     x = crops.permute(0, 3, 1, 2).float()
     b, dev = x.shape[0], x.device
 
@@ -78,4 +83,4 @@ def augment(crops: torch.Tensor, size: int, cfg: AugmentConfig, gen: torch.Gener
     nz = coin(cfg.noise)
     if nz.any():
         x[nz] = x[nz] + torch.randn(x[nz].shape, generator=gen, device=dev) * cfg.noise_sigma
-    return (x.clamp(0, 255) - MEAN) / STD
+    return x.clamp(0, 255)

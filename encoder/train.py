@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, augment_pixels
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
-from .face_encoder import EncoderConfig, FaceEncoder, preprocess
+from .face_encoder import MEAN, STD, EncoderConfig, FaceEncoder, preprocess
 from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
@@ -67,6 +67,8 @@ class TrainConfig:
     channels_last: bool = False   # NHWC tensors: faster convolutions on CPUs (oneDNN) and tensor cores
     threads: int = 0              # torch threads on the CPU; 0 = torch's default
     init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); its config must match
+    teacher_in_loop: bool = False  # the teacher embeds each augmented view the student sees (dlib_resnet.py),
+    # instead of the cache's embedding of the photo as it was: consistent distillation
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -210,18 +212,28 @@ def batch_loss(e: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | No
 
 
 def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray, np.ndarray], cfg: TrainConfig,
-               step: int, miner, loss_fn, device, dist_info: DistInfo = DistInfo()) -> dict:
+               step: int, miner, loss_fn, device, dist_info: DistInfo = DistInfo(), in_loop=None) -> dict:
     all_rows, local_rows = rows
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1_009 + dist_info.rank)
     torch.manual_seed(cfg.seed * 7_919 + step * 1_013 + dist_info.rank)  # dropout: a function of step and rank,
     # so a resumed run is the same run
-    x = augment(data.crops[torch.from_numpy(local_rows)], cfg.encoder.input_size, cfg.augment, gen)
+    crops = data.crops[torch.from_numpy(local_rows)]
+    idx = torch.from_numpy(all_rows)
+    labels = data.labels[idx].to(device)
+    if in_loop is not None:
+        # one augmented view at the crop's own resolution: the teacher embeds it (as dlib's chip),
+        # the student sees it resized to its input
+        pixels = augment_pixels(crops.to(device), crops.shape[1], cfg.augment, gen)
+        teacher = all_gather_with_grad(in_loop(pixels))
+        x = F.interpolate(pixels, size=(cfg.encoder.input_size,) * 2, mode="bilinear", antialias=True,
+                          align_corners=False)
+        x = (x - MEAN) / STD
+    else:
+        x = augment(crops, cfg.encoder.input_size, cfg.augment, gen)
+        teacher = data.teacher[idx].to(device) if data.teacher is not None else None
     x = x.to(device, non_blocking=True)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    idx = torch.from_numpy(all_rows)
-    labels = data.labels[idx].to(device)
-    teacher = data.teacher[idx].to(device) if data.teacher is not None else None
     for g in optimizer.param_groups:
         g["lr"] = lr_at(step, cfg)
     model.train()
@@ -258,7 +270,7 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
 
 
 def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, end_step, miner, loss_fn,
-                    device, bar, log, dist_info: DistInfo = DistInfo()) -> dict:
+                    device, bar, log, dist_info: DistInfo = DistInfo(), in_loop=None) -> dict:
     """Steps [start_step, end_step) of the current sampler epoch; checkpoints via `log`."""
     sums, n = {}, 0
     skip = start_step % cfg.eval_every
@@ -269,7 +281,7 @@ def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, en
         if step >= end_step:
             break
         stats = train_step(model, optimizer, scaler, data, _batch_rows(batch, data, cfg, step, dist_info), cfg,
-                           step, miner, loss_fn, device, dist_info)
+                           step, miner, loss_fn, device, dist_info, in_loop)
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1
@@ -278,6 +290,20 @@ def train_one_epoch(model, optimizer, scaler, data, sampler, cfg, start_step, en
             bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items() if k != "triplets"}, refresh=False)
             log(step + 1, {"lr": lr_at(step, cfg), **stats})
     return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: int = 2048):
+    """dlib's ResNet in PyTorch, for consistent distillation. Centred like the cache's teacher
+    (center_teacher): on its own mean embedding of up to n_center training photos, un-augmented."""
+    from .dlib_resnet import InLoopTeacher
+
+    teacher = InLoopTeacher(crop_size=data.crops.shape[1], bf16=autocast_dtype(cfg, device) is torch.bfloat16,
+                            device=device)
+    if cfg.center_teacher:
+        rows = np.random.default_rng([cfg.seed, 2]).permutation(data.train_idx)[:n_center]
+        pixels = data.crops[torch.from_numpy(np.sort(rows))].permute(0, 3, 1, 2).float().to(device)
+        teacher.center = teacher.raw(pixels).mean(0)
+    return teacher
 
 
 def init_weights(model: FaceEncoder, cfg: TrainConfig) -> None:
@@ -344,13 +370,14 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         n_lab = int((data.labels[torch.from_numpy(data.train_idx)] >= 0).sum())
         print(json.dumps({"train_photos": len(data.train_idx), "labelled": n_lab, "val_pairs": len(data.val_pairs),
-                          "teacher": data.teacher is not None, "world_size": dist_info.world, "device": str(device),
+                          "teacher": "in_loop" if cfg.teacher_in_loop else data.teacher is not None, "world_size": dist_info.world, "device": str(device),
                           "autocast": str(autocast_dtype(cfg, device) or "off"), "channels_last": cfg.channels_last,
                           "params": sum(p.numel() for p in model.parameters())}), file=sys.stderr)
     sampler = PKSampler(data.labels[torch.from_numpy(data.train_idx)].numpy(), cfg.p, cfg.k, cfg.eval_every, cfg.seed)
     # the sampler draws positions in train_idx; map them back to cache rows
     sampler.groups = [data.train_idx[g] for g in sampler.groups]
     miner, loss_fn = create_miner(cfg.miner, cfg.margin), TripletMarginLoss(cfg.margin)
+    in_loop = create_in_loop_teacher(cfg, data, device) if cfg.teacher_in_loop else None
     logf = open(out / "log.jsonl", "a") if main else None
 
     def save_state(s):
@@ -374,7 +401,7 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
             sampler.set_epoch(epoch)
             end = min(cfg.steps, (epoch + 1) * cfg.eval_every, stop_at or cfg.steps)
             stats = train_one_epoch(net, optimizer, scaler, data, sampler, cfg, step, end, miner, loss_fn,
-                                    device, bar, log, dist_info)
+                                    device, bar, log, dist_info, in_loop)
             step = end
             if step % cfg.eval_every and step != cfg.steps:   # interrupted mid-epoch: save, no evaluation
                 save_state(step)

@@ -119,3 +119,16 @@ def test_bfloat16_channels_last_training_on_the_cpu(att_cache, tmp_path):
         e = model.to(memory_format=torch.contiguous_format)(x)
     assert e.dtype == torch.float32
     assert torch.allclose(e, e_cl, atol=1e-5)
+
+
+def test_teacher_in_the_loop_trains_and_resumes(att_cache, tmp_path):
+    """Consistent distillation: dlib's ResNet embeds each augmented view (needs the teacher extra)."""
+    pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
+    cfg = _cfg(teacher_in_loop=True, w_distill=1.0, w_relation=4.0)
+    straight, summary = run_training(cfg, att_cache, tmp_path / "a")
+    assert summary["history"][-1]["distill"] > 0 and summary["history"][-1]["relation"] > 0
+    run_training(cfg, att_cache, tmp_path / "b", stop_at=4)
+    resumed, _ = run_training(cfg, att_cache, tmp_path / "b")
+    a, b = straight.state_dict(), resumed.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
