@@ -38,9 +38,12 @@ STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 
 # The mean similarity transform from facegate's 112x112 aligned crop (ArcFace template, MTCNN's
 # five points) to dlib's own 150x150 chip (its five-point shape model, padding 0.25), measured on
-# 150 LFW DevTrain photos by scripts/dlib_chip_geometry.py: crop pixel (x, y, 1) -> chip pixel.
-# The teacher's embeddings of chips made this way agree with its native ones to cosine 0.992
-# (mean) and give the same verification accuracy on held-out DevTrain people (0.995 vs 0.996).
+# 150 LFW DevTrain photos: crop pixel (x, y, 1) -> chip pixel. (Measured by a first version of
+# scripts/dlib_chip_geometry.py on another sample of 150 photos; the script's own sample gives a
+# mean within 0.6 chip pixels of this, about its standard error: faces vary by ~7 px.) The
+# teacher's embeddings of chips made with this agree with its native ones to cosine 0.992 (mean)
+# and give the same verification accuracy on held-out DevTrain people (0.995 vs 0.996);
+# docs/encoder/experiments/dlib_chip_geometry.json. facegate-s96cd was trained with it.
 CROP112_TO_CHIP = np.array([[1.57634, -0.01087, -12.3775], [0.01087, 1.57634, -36.7894]])
 
 
