@@ -6,6 +6,8 @@ photos drawn from everything (unlabelled faces included) and the student is pull
 the teacher: cosine to the teacher's embedding of the same photo, and the batch's pairwise
 similarities towards the teacher's (relational distillation). With about ten thousand
 labelled photos, the teacher's geometry over many faces is what makes the encoder generalise.
+With `teacher_in_loop`, the teacher (dlib's ResNet in PyTorch) embeds each augmented view the
+student sees, instead of the cache's one embedding per photo (consistent distillation).
 
 Resumable: `last.pt` in the run folder holds the weights, optimiser, step and configs, and is
 written atomically every `ckpt_every` steps; every random draw is a function of (seed, step).
@@ -223,7 +225,7 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     if in_loop is not None:
         # one augmented view at the crop's own resolution: the teacher embeds it (as dlib's chip),
         # the student sees it resized to its input
-        pixels = augment_pixels(crops.to(device), crops.shape[1], cfg.augment, gen)
+        pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen).to(device)   # the generator is the CPU's
         teacher = all_gather_with_grad(in_loop(pixels))
         x = F.interpolate(pixels, size=(cfg.encoder.input_size,) * 2, mode="bilinear", antialias=True,
                           align_corners=False)
