@@ -54,7 +54,11 @@ def preprocess(crops: np.ndarray | torch.Tensor, input_size: int) -> torch.Tenso
     x = torch.as_tensor(np.asarray(crops)) if not isinstance(crops, torch.Tensor) else crops
     if x.ndim == 3:
         x = x[None]
-    x = x.permute(0, 3, 1, 2).float()
+    return pixels_to_input(x.permute(0, 3, 1, 2).float(), input_size)
+
+
+def pixels_to_input(x: torch.Tensor, input_size: int) -> torch.Tensor:
+    """Float pixels 0..255 (B x 3 x S x S) -> the encoder's input: resized (antialiased), normalised."""
     if x.shape[-1] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
     return (x - MEAN) / STD

@@ -32,7 +32,7 @@ from .augment import AugmentConfig, augment, augment_pixels
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
-from .face_encoder import MEAN, STD, EncoderConfig, FaceEncoder, preprocess
+from .face_encoder import EncoderConfig, FaceEncoder, pixels_to_input, preprocess
 from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
@@ -227,9 +227,7 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
         # the student sees it resized to its input
         pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen).to(device)   # the generator is the CPU's
         teacher = all_gather_with_grad(in_loop(pixels))
-        x = F.interpolate(pixels, size=(cfg.encoder.input_size,) * 2, mode="bilinear", antialias=True,
-                          align_corners=False)
-        x = (x - MEAN) / STD
+        x = pixels_to_input(pixels, cfg.encoder.input_size)
     else:
         x = augment(crops, cfg.encoder.input_size, cfg.augment, gen)
         teacher = data.teacher[idx].to(device) if data.teacher is not None else None
