@@ -71,6 +71,8 @@ class TrainConfig:
     init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); its config must match
     teacher_in_loop: bool = False  # the teacher embeds each augmented view the student sees (dlib_resnet.py),
     # instead of the cache's embedding of the photo as it was: consistent distillation
+    mixup: float = 0.0            # with teacher_in_loop: share of the `extra` photos replaced by a blend of two
+    # (lambda ~ U(0, 1)) that the teacher embeds too; distillation only, no triplet (function matching)
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -213,6 +215,27 @@ def batch_loss(e: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | No
     return loss, parts, int(len(triplets[0]))
 
 
+def mix_extra(pixels: torch.Tensor, n_pk: int, share: float, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend a share of the rows after the first n_pk (the `extra` photos) with another extra
+    photo: x = lam * x_i + (1 - lam) * x_j, lam ~ U(0, 1). The teacher embeds the blend as it
+    embeds any view, so the student is taught the teacher's function between faces too, not
+    only at the ~20 k photos there are (Beyer et al. 2022, "function matching").
+    -> (pixels, mask of the blended rows)."""
+    mixed = torch.zeros(len(pixels), dtype=torch.bool)
+    n_extra = len(pixels) - n_pk
+    if n_extra < 2 or share <= 0:
+        return pixels, mixed
+    rows = n_pk + torch.randperm(n_extra, generator=gen)[: round(share * n_extra)]
+    partners = n_pk + torch.randint(0, n_extra - 1, (len(rows),), generator=gen)
+    partners = partners + (partners >= rows).long()     # never the photo itself
+    lam = torch.rand(len(rows), generator=gen)[:, None, None, None]
+    pixels = pixels.clone()
+    pixels[rows] = lam * pixels[rows] + (1 - lam) * pixels[partners]
+    mixed[rows] = True
+    return pixels, mixed
+
+
 def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray, np.ndarray], cfg: TrainConfig,
                step: int, miner, loss_fn, device, dist_info: DistInfo = DistInfo(), in_loop=None) -> dict:
     all_rows, local_rows = rows
@@ -225,7 +248,12 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     if in_loop is not None:
         # one augmented view at the crop's own resolution: the teacher embeds it (as dlib's chip),
         # the student sees it resized to its input
-        pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen).to(device)   # the generator is the CPU's
+        pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen)   # the generator is the CPU's
+        if cfg.mixup:
+            pixels, mixed = mix_extra(pixels, len(local_rows) - len(shard(np.arange(cfg.extra), dist_info)),
+                                      cfg.mixup, gen)
+            labels = labels.masked_fill(all_gather_with_grad(mixed.float().to(device)) > 0.5, -1)   # a blend has no identity
+        pixels = pixels.to(device)
         teacher = all_gather_with_grad(in_loop(pixels))
         x = pixels_to_input(pixels, cfg.encoder.input_size)
     else:

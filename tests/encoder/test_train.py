@@ -121,10 +121,12 @@ def test_bfloat16_channels_last_training_on_the_cpu(att_cache, tmp_path):
     assert torch.allclose(e, e_cl, atol=1e-5)
 
 
-def test_teacher_in_the_loop_trains_and_resumes(att_cache, tmp_path):
-    """Consistent distillation: dlib's ResNet embeds each augmented view (needs the teacher extra)."""
+@pytest.mark.parametrize("mixup", [0.0, 1.0])
+def test_teacher_in_the_loop_trains_and_resumes(att_cache, tmp_path, mixup):
+    """Consistent distillation: dlib's ResNet embeds each augmented view (needs the teacher extra);
+    with mixup, also blends of two extra photos (function matching)."""
     pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
-    cfg = _cfg(teacher_in_loop=True, w_distill=1.0, w_relation=4.0)
+    cfg = _cfg(teacher_in_loop=True, w_distill=1.0, w_relation=4.0, mixup=mixup)
     straight, summary = run_training(cfg, att_cache, tmp_path / "a")
     assert summary["history"][-1]["distill"] > 0 and summary["history"][-1]["relation"] > 0
     run_training(cfg, att_cache, tmp_path / "b", stop_at=4)
@@ -132,3 +134,48 @@ def test_teacher_in_the_loop_trains_and_resumes(att_cache, tmp_path):
     a, b = straight.state_dict(), resumed.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_mix_extra_blends_extra_rows_with_another_extra_photo():
+    from encoder.train import mix_extra
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 255
+    y, mixed = mix_extra(x, 4, 0.5, gen)
+    assert mixed.tolist() == [False] * 4 + mixed[4:].tolist() and int(mixed.sum()) == 4
+    assert torch.equal(y[~mixed], x[~mixed])          # the P x K rows and the unchosen extras are untouched
+    for r in torch.nonzero(mixed).flatten().tolist():
+        # y_r = lam x_r + (1 - lam) x_j for one other extra photo j and lam in [0, 1]
+        fits = []
+        for j in range(4, 12):
+            if j == r:
+                continue
+            d = (x[r] - x[j]).flatten()
+            lam = float(((y[r] - x[j]).flatten() @ d) / (d @ d))
+            fits.append((float((y[r] - (lam * x[r] + (1 - lam) * x[j])).abs().max()), lam, j))
+        err, lam, j = min(fits)
+        assert err < 1e-3 and 0.0 <= lam <= 1.0, (r, j, err, lam)
+    same, none = mix_extra(x, 4, 0.0, gen)
+    assert torch.equal(same, x) and not none.any()
+
+
+def test_mixed_photos_are_out_of_the_triplets_but_in_the_distillation(att_cache, tmp_path, monkeypatch):
+    """A blend of two faces has no identity: its label is -1 for the miner, while the teacher's
+    embedding of the blend is the student's target."""
+    pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
+    import encoder.train as train
+
+    seen = []
+    real = train.batch_loss
+
+    def spy(e, labels, teacher, cfg, miner, loss_fn):
+        seen.append((labels.clone(), teacher.clone()))
+        return real(e, labels, teacher, cfg, miner, loss_fn)
+
+    monkeypatch.setattr(train, "batch_loss", spy)
+    cfg = _cfg(teacher_in_loop=True, w_distill=1.0, w_relation=4.0, mixup=1.0)
+    run_training(cfg, att_cache, tmp_path / "m", stop_at=1)
+    labels, teacher = seen[0]
+    n_pk = cfg.p * cfg.k
+    assert (labels[:n_pk] >= 0).all() and (labels[n_pk:] == -1).all()
+    assert teacher.shape == (n_pk + cfg.extra, 128) and torch.isfinite(teacher).all()
