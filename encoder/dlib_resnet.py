@@ -43,7 +43,7 @@ STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 # mean within 0.6 chip pixels of this, about its standard error: faces vary by ~7 px.) The
 # teacher's embeddings of chips made with this agree with its native ones to cosine 0.992 (mean)
 # and give the same verification accuracy on held-out DevTrain people (0.995 vs 0.996);
-# docs/encoder/experiments/dlib_chip_geometry.json. facegate-s96cd was trained with it.
+# docs/encoder/experiments/dlib_chip_geometry.json. facegate-s96cd and facegate-s96fm were trained with it.
 CROP112_TO_CHIP = np.array([[1.57634, -0.01087, -12.3775], [0.01087, 1.57634, -36.7894]])
 
 
