@@ -353,6 +353,8 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     Under torchrun (WORLD_SIZE > 1) every rank runs this: the model is wrapped in
     DistributedDataParallel with batch norm over the global batch, each rank embeds its share
     of every batch, and rank 0 alone evaluates, logs and writes checkpoints."""
+    if cfg.mixup and not cfg.teacher_in_loop:
+        raise ValueError("mixup needs teacher_in_loop: a blend of two photos has no cached teacher embedding")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)

@@ -179,3 +179,9 @@ def test_mixed_photos_are_out_of_the_triplets_but_in_the_distillation(att_cache,
     n_pk = cfg.p * cfg.k
     assert (labels[:n_pk] >= 0).all() and (labels[n_pk:] == -1).all()
     assert teacher.shape == (n_pk + cfg.extra, 128) and torch.isfinite(teacher).all()
+
+
+def test_mixup_without_the_teacher_in_the_loop_is_refused(att_cache, tmp_path):
+    with pytest.raises(ValueError, match="mixup needs teacher_in_loop"):
+        run_training(_cfg(mixup=0.5), att_cache, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
