@@ -74,6 +74,10 @@ class TrainConfig:
     mixup: float = 0.0            # with teacher_in_loop: share of the `extra` photos replaced by a blend of two
     # (lambda ~ U(0, 1)) that the teacher embeds too; distillation only, no triplet (function matching)
 
+    def __post_init__(self):
+        if self.mixup and not self.teacher_in_loop:
+            raise ValueError("mixup needs teacher_in_loop: a blend of two photos has no cached teacher embedding")
+
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
         d = dict(d)
@@ -353,8 +357,6 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     Under torchrun (WORLD_SIZE > 1) every rank runs this: the model is wrapped in
     DistributedDataParallel with batch norm over the global batch, each rank embeds its share
     of every batch, and rank 0 alone evaluates, logs and writes checkpoints."""
-    if cfg.mixup and not cfg.teacher_in_loop:
-        raise ValueError("mixup needs teacher_in_loop: a blend of two photos has no cached teacher embedding")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
