@@ -62,3 +62,32 @@ def pixels_to_input(x: torch.Tensor, input_size: int) -> torch.Tensor:
     if x.shape[-1] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
     return (x - MEAN) / STD
+
+
+def grown_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
+    """A deeper encoder that computes exactly what `source` computes (Net2DeeperNet, Chen et al.
+    2016): a FaceResNet of the same widths with at least as many blocks in every stage. The
+    trained blocks keep their places; each new block is appended to its stage as an identity
+    (its last batch norm's scale and shift at 0, so the residual branch adds nothing, and its
+    last PReLU's slope at 1). Training then gives the new blocks something to do. Dropout may
+    differ: it holds no weights. Raises ValueError for any other difference."""
+    from .backbones import FaceResNet
+
+    model = FaceEncoder(config)
+    src, dst = source.backbone, model.backbone
+    rest = lambda c: {k: v for k, v in asdict(c).items() if k not in ("backbone_args", "dropout")}  # noqa: E731
+    shape = lambda b: (b.stem[0].out_channels, [s[0].conv2.out_channels for s in b.stages])  # noqa: E731
+    if (rest(source.config) != rest(config) or not isinstance(src, FaceResNet) or not isinstance(dst, FaceResNet)
+            or shape(src) != shape(dst) or any(len(a) > len(b) for a, b in zip(src.stages, dst.stages))):
+        raise ValueError(f"cannot grow {source.config.to_dict()} into {config.to_dict()}: only a FaceResNet "
+                         f"with the same widths, input and head can be deepened, stage by stage")
+    state = model.state_dict()
+    for name, value in source.state_dict().items():
+        state[name] = value.clone()        # a new block's names are not in the source, so it keeps its init
+    model.load_state_dict(state)
+    for old, new in zip(src.stages, dst.stages):
+        for block in list(new)[len(old):]:
+            nn.init.zeros_(block.bn2.weight)
+            nn.init.zeros_(block.bn2.bias)
+            nn.init.ones_(block.act2.weight)
+    return model

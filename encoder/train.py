@@ -32,7 +32,7 @@ from .augment import AugmentConfig, augment, augment_pixels
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
-from .face_encoder import EncoderConfig, FaceEncoder, pixels_to_input, preprocess
+from .face_encoder import EncoderConfig, FaceEncoder, grown_from, pixels_to_input, preprocess
 from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
@@ -339,14 +339,20 @@ def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: 
 
 
 def init_weights(model: FaceEncoder, cfg: TrainConfig) -> None:
-    """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart)."""
+    """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart),
+    or from a shallower one grown into this config's depths (face_encoder.grown_from)."""
     from .checkpoint import load_checkpoint
 
     source, _ = load_checkpoint(cfg.init_from)
-    if json.loads(json.dumps(source.config.to_dict())) != json.loads(json.dumps(asdict(cfg.encoder))):
+    if json.loads(json.dumps(source.config.to_dict())) == json.loads(json.dumps(asdict(cfg.encoder))):
+        model.load_state_dict(source.state_dict())
+        return
+    try:    # a deeper encoder of the same widths (or another dropout) starts as the source, exactly
+        grown = grown_from(source, cfg.encoder)
+    except ValueError as e:
         raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
-                         f"{source.config.to_dict()} vs {asdict(cfg.encoder)}")
-    model.load_state_dict(source.state_dict())
+                         f"{source.config.to_dict()} vs {asdict(cfg.encoder)} ({e})") from None
+    model.load_state_dict(grown.state_dict())
 
 
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,

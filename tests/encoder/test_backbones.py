@@ -136,3 +136,47 @@ def test_preprocess_resizes_112_to_input_size():
     assert x.shape == (2, 3, 64, 64)
     # a flat image stays flat under an (antialiased) bilinear resize
     torch.testing.assert_close(x, torch.full((2, 3, 64, 64), 0.56640625), atol=1e-5, rtol=0)
+
+
+def test_a_grown_encoder_computes_exactly_what_its_source_computes():
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, grown_from
+
+    torch.manual_seed(0)
+    small = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (1, 1, 2), "stem_width": 8},
+                          input_size=32, embedding_dim=16, dropout=0.2)
+    source = FaceEncoder(small)
+    with torch.no_grad():                  # trained-looking batch norms, so their copy matters
+        for m in source.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    source.eval()
+    deep = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (2, 1, 4), "stem_width": 8},
+                         input_size=32, embedding_dim=16, dropout=0.0)
+    grown = grown_from(source, deep).eval()
+    assert [len(s) for s in grown.backbone.stages] == [2, 1, 4]
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in source.parameters())
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), source(x), rtol=0, atol=1e-6)
+    # the new blocks can learn: a step moves their zeroed scales
+    grown.train()
+    grown(x).sum().backward()
+    assert grown.backbone.stages[2][3].bn2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("change", [
+    {"backbone_args": {"widths": (8, 16, 64), "depths": (2, 1, 4), "stem_width": 8}},   # another width
+    {"backbone_args": {"widths": (8, 16, 32), "depths": (1, 1, 1), "stem_width": 8}},   # shallower
+    {"input_size": 48},
+    {"embedding_dim": 32},
+])
+def test_growing_refuses_anything_but_more_blocks(change):
+    import dataclasses
+
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, grown_from
+
+    small = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (1, 1, 2), "stem_width": 8},
+                          input_size=32, embedding_dim=16)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grown_from(FaceEncoder(small), dataclasses.replace(small, **change))

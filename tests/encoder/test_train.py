@@ -185,3 +185,28 @@ def test_mixup_without_the_teacher_in_the_loop_is_refused(att_cache, tmp_path):
     with pytest.raises(ValueError, match="mixup needs teacher_in_loop"):
         run_training(_cfg(mixup=0.5), att_cache, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_fine_tuning_grows_a_shallower_encoder_into_a_deeper_config(att_cache, tmp_path):
+    import dataclasses
+
+    from encoder.checkpoint import load_checkpoint, save_checkpoint
+
+    trained, _ = run_training(_cfg(), att_cache, tmp_path / "base")
+    save_checkpoint(tmp_path / "base.pt", trained, name="base")
+    source, _ = load_checkpoint(tmp_path / "base.pt")
+    enc = source.config
+    depths = tuple(len(stage) + 1 for stage in source.backbone.stages)
+    deeper = dataclasses.replace(enc, backbone_args={**enc.backbone_args, "depths": depths}, dropout=0.0)
+    # lr 0: the deeper encoder's weights end where they started (batch norm statistics do move):
+    # the source's weights, and new blocks that are identities (test_backbones proves they are)
+    grown, _ = run_training(_cfg(encoder=deeper, init_from=str(tmp_path / "base.pt"), lr=0.0, min_lr=0.0),
+                            att_cache, tmp_path / "grown")
+    params, old = dict(grown.named_parameters()), dict(source.named_parameters())
+    assert len(params) > len(old)
+    for name, value in old.items():
+        assert torch.equal(params[name], value), name
+    for stage, n in zip(grown.backbone.stages, source.backbone.stages):
+        block = stage[-1]
+        assert len(stage) == len(n) + 1
+        assert torch.all(block.bn2.weight == 0) and torch.all(block.bn2.bias == 0) and torch.all(block.act2.weight == 1)
