@@ -60,12 +60,15 @@ def weights_digest(state_dict: dict, preprocessing: dict | None = None) -> str:
 
 def save_checkpoint(path: str | Path, model: FaceEncoder, *, name: str, threshold: float | None = None,
                     threshold_info: dict | None = None, training: dict | None = None,
-                    metrics: dict | None = None, half: bool = True, flip_average: bool = False) -> dict:
+                    metrics: dict | None = None, half: bool = True, flip_average: bool = False,
+                    precision: str = "float32") -> dict:
     """Write atomically; the version is '<name>-<digest of the weights>', so two different
-    encoders never share a version tag."""
+    encoders never share a version tag. `precision`: the arithmetic the encoder runs in
+    (PRECISIONS); bfloat16 is an autocast of the float weights, part of the version because
+    it changes the embeddings in their third decimal."""
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
           for k, v in model.state_dict().items()}
-    prep = {**preprocessing_info(model.config), "flip_average": flip_average}
+    prep = _with_precision({**preprocessing_info(model.config), "flip_average": flip_average}, precision)
     ckpt = {
         "format": FORMAT,
         "name": name,
@@ -127,6 +130,18 @@ def _read(path: Path) -> dict:
     return ckpt
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _with_precision(prep: dict, precision: str) -> dict:
+    """float32 is the default and is left unwritten, so that versions of float32 encoders stay
+    what they were before precision was a setting."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {PRECISIONS}")
+    prep = {k: v for k, v in prep.items() if k != "precision"}
+    return prep if precision == "float32" else {**prep, "precision": precision}
+
+
 def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
@@ -148,20 +163,26 @@ CALIBRATED_KEYS = ("night_threshold", "night_identify_threshold", "too_dark_ligh
 
 def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
                          threshold_info: dict | None = None, metrics: dict | None = None,
-                         flip_average: bool | None = None, identify_threshold: float | None = None,
+                         flip_average: bool | None = None, precision: str | None = None,
+                         identify_threshold: float | None = None,
                          identify_threshold_info: dict | None = None, **calibrated) -> str:
     """Store a calibrated default threshold and/or evaluation results in a checkpoint file;
     `calibrated`: more values calibrated for this encoder (CALIBRATED_KEYS: the night profile's
     thresholds, TOO_DARK's light level, the clustering cut). Changing the preprocessing
-    (flip_average) changes the embeddings, and so the version, and drops the thresholds and
-    metrics that no longer hold. Returns the version."""
+    (flip_average) or the arithmetic (precision) changes the embeddings, and so the version,
+    and drops the thresholds and metrics that no longer hold. Returns the version."""
     unknown = set(calibrated) - set(CALIBRATED_KEYS)
     if unknown:
         raise ValueError(f"not a calibrated value of a checkpoint: {sorted(unknown)}; known: {CALIBRATED_KEYS}")
     path = Path(path) if path else DEFAULT_CHECKPOINT
     ckpt = _read(path)
-    if flip_average is not None and bool(flip_average) != ckpt["preprocessing"].get("flip_average", False):
-        ckpt["preprocessing"] = {**ckpt["preprocessing"], "flip_average": bool(flip_average)}
+    prep = dict(ckpt["preprocessing"])
+    if flip_average is not None:
+        prep["flip_average"] = bool(flip_average)
+    if precision is not None:
+        prep = _with_precision(prep, precision)
+    if prep != ckpt["preprocessing"]:
+        ckpt["preprocessing"] = prep
         ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"
         ckpt["threshold"], ckpt["threshold_info"], ckpt["metrics"] = None, {}, {}
         ckpt["identify_threshold"], ckpt["identify_threshold_info"] = None, {}

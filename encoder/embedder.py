@@ -28,6 +28,9 @@ class Embedder:
         self.aligner = aligner or FaceAligner(AlignConfig(crop_size=crop), device=device)
         # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)
         self.flip = bool(meta.get("preprocessing", {}).get("flip_average", False))
+        # bfloat16 autocast where the checkpoint says so (it was trained under the same autocast);
+        # float32 otherwise
+        self.bf16 = meta.get("preprocessing", {}).get("precision", "float32") == "bfloat16"
 
     @classmethod
     def from_checkpoint(cls, path=None, device="cpu") -> "Embedder":
@@ -42,10 +45,16 @@ class Embedder:
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Aligned uint8 crops (B x S x S x 3) -> B x 128 float32."""
         x = preprocess(crops, self.model.config.input_size).to(self.device)
-        if not self.flip:
-            return self.model(x).float().cpu().numpy()
-        e = self.model(torch.cat([x, x.flip(3)])).float()
-        return F.normalize(e[:len(x)] + e[len(x):], dim=1).cpu().numpy()
+        if self.flip:
+            x = torch.cat([x, x.flip(3)])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            e = self.model(x)
+        e = e.float()
+        if self.bf16:                     # unit length in float32, as a float32 encoder gives it
+            e = F.normalize(e, dim=1)
+        if self.flip:
+            e = F.normalize(e[:len(e) // 2] + e[len(e) // 2:], dim=1)
+        return e.cpu().numpy()
 
     def align(self, img: np.ndarray) -> FaceAlignment:
         return self.aligner.align(img)

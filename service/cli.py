@@ -104,7 +104,7 @@ def cmd_train(a) -> int:
         training["init_from"] = init_version
     export = Path(a.export) if a.export else Path(a.out) / "encoder.pt"
     ckpt = save_checkpoint(export, model, name=a.name, training=training, flip_average=a.flip_average,
-                           metrics={"validation": summary["final"]})
+                           precision=a.precision, metrics={"validation": summary["final"]})
     _emit({"checkpoint": str(export), "version": ckpt["version"], "steps": cfg.steps, **summary["final"]}, True)
     return 0
 
@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true")
     t.add_argument("--flip-average", action="store_true",
                    help="the exported encoder embeds each face and its mirror image and averages them")
+    t.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="the arithmetic of the exported encoder: bfloat16 autocast is ~1.5x faster on CPUs "
+                        "with AVX512-BF16 or AMX, and slower on others")
     t.add_argument("--backbone")
     t.add_argument("--input-size", type=int)
     # long names only: under torchrun, a flag like --p would be taken for one of torchrun's own

@@ -276,3 +276,45 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
 
 def test_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_float32_precision_leaves_the_version_as_it_was(tmp_path):
+    m = _model()
+    stored = _save(tmp_path / "a.pt", m, name="tiny", precision="float32")
+    assert "precision" not in stored["preprocessing"]
+    assert stored["version"] == _save(tmp_path / "b.pt", m, name="tiny")["version"]
+
+
+def test_bfloat16_precision_is_a_new_version_and_recording_it_drops_calibration(tmp_path):
+    path = tmp_path / "enc.pt"
+    v0 = _save(path, _model(), name="tiny", threshold=0.8)["version"]
+    v1 = record_in_checkpoint(path, precision="bfloat16")
+    _, meta = load_checkpoint(path)
+    assert v1 != v0 and meta["preprocessing"]["precision"] == "bfloat16" and meta["threshold"] is None
+    assert _save(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")["version"] == v1
+    # and back to float32: the original version again
+    assert record_in_checkpoint(path, precision="float32") == v0
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        save_checkpoint(tmp_path / "a.pt", _model(), name="tiny", precision="float16")
+    assert not (tmp_path / "a.pt").exists()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_bfloat16_embedder_is_close_to_float32_and_unit_length(tmp_path, flip):
+    from encoder.embedder import Embedder
+
+    crops = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        save_checkpoint(tmp_path / f"{precision}.pt", _model(), name="tiny", flip_average=flip, precision=precision)
+        model, meta = load_checkpoint(tmp_path / f"{precision}.pt")
+        out[precision] = Embedder(model, meta, aligner=object()).embed_crops(crops)
+    f32, b16 = out["float32"], out["bfloat16"]
+    assert b16.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b16, axis=1), 1.0, atol=1e-6)
+    cos = (f32 * b16).sum(1)
+    assert cos.min() > 0.99                  # the same encoder, in coarser arithmetic
+    assert not np.array_equal(f32, b16)      # and really computed in bfloat16
