@@ -454,6 +454,10 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     if logf:
         logf.close()
     model.eval()
+    if step == first_step and (out / "summary.json").exists():
+        # nothing left to train (a finished run exported again): keep the run's own summary,
+        # with its real time and throughput
+        return model, json.loads((out / "summary.json").read_text())
     seconds = time.time() - t0
     summary = {"steps": cfg.steps, "seconds_this_run": round(seconds, 1),
                "photos_per_second": round((step - first_step) * (cfg.p * cfg.k + cfg.extra) / max(seconds, 1e-9), 1),

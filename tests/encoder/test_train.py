@@ -210,3 +210,12 @@ def test_fine_tuning_grows_a_shallower_encoder_into_a_deeper_config(att_cache, t
         block = stage[-1]
         assert len(stage) == len(n) + 1
         assert torch.all(block.bn2.weight == 0) and torch.all(block.bn2.bias == 0) and torch.all(block.act2.weight == 1)
+
+
+def test_running_a_finished_training_again_keeps_its_summary(att_cache, tmp_path):
+    model, summary = run_training(_cfg(), att_cache, tmp_path / "run")
+    again, summary2 = run_training(_cfg(), att_cache, tmp_path / "run")     # e.g. to export it again
+    assert summary2 == summary and summary["photos_per_second"] > 0
+    assert json.loads((tmp_path / "run/summary.json").read_text()) == summary
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
