@@ -177,7 +177,7 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
     path = Path(path) if path else DEFAULT_CHECKPOINT
     ckpt = _read(path)
     prep = dict(ckpt["preprocessing"])
-    if flip_average is not None:
+    if flip_average is not None and bool(flip_average) != prep.get("flip_average", False):
         prep["flip_average"] = bool(flip_average)
     if precision is not None:
         prep = _with_precision(prep, precision)
