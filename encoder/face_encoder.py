@@ -73,18 +73,21 @@ def grown_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
     differ: it holds no weights. Raises ValueError for any other difference."""
     from .backbones import FaceResNet
 
+    def head_and_input(c: EncoderConfig) -> dict:
+        return {k: v for k, v in asdict(c).items() if k not in ("backbone_args", "dropout")}
+
+    def widths(b: FaceResNet) -> tuple:
+        return b.stem[0].out_channels, [stage[0].conv2.out_channels for stage in b.stages]
+
     model = FaceEncoder(config)
     src, dst = source.backbone, model.backbone
-    rest = lambda c: {k: v for k, v in asdict(c).items() if k not in ("backbone_args", "dropout")}  # noqa: E731
-    shape = lambda b: (b.stem[0].out_channels, [s[0].conv2.out_channels for s in b.stages])  # noqa: E731
-    if (rest(source.config) != rest(config) or not isinstance(src, FaceResNet) or not isinstance(dst, FaceResNet)
-            or shape(src) != shape(dst) or any(len(a) > len(b) for a, b in zip(src.stages, dst.stages))):
+    if (head_and_input(source.config) != head_and_input(config) or not isinstance(src, FaceResNet)
+            or not isinstance(dst, FaceResNet) or widths(src) != widths(dst)
+            or any(len(a) > len(b) for a, b in zip(src.stages, dst.stages))):
         raise ValueError(f"cannot grow {source.config.to_dict()} into {config.to_dict()}: only a FaceResNet "
                          f"with the same widths, input and head can be deepened, stage by stage")
-    state = model.state_dict()
-    for name, value in source.state_dict().items():
-        state[name] = value.clone()        # a new block's names are not in the source, so it keeps its init
-    model.load_state_dict(state)
+    # every source weight has its place; only the new blocks' names are missing, and keep their init
+    assert not model.load_state_dict(source.state_dict(), strict=False).unexpected_keys
     for old, new in zip(src.stages, dst.stages):
         for block in list(new)[len(old):]:
             nn.init.zeros_(block.bn2.weight)

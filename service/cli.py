@@ -439,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true")
     t.add_argument("--flip-average", action="store_true",
                    help="the exported encoder embeds each face and its mirror image and averages them")
+    # encoder.checkpoint.PRECISIONS, spelled out: the parser is built without importing torch
     t.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="the arithmetic of the exported encoder: bfloat16 autocast is ~1.5x faster on CPUs "
                         "with AVX512-BF16 or AMX, and slower on others")
