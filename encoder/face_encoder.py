@@ -94,3 +94,39 @@ def grown_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
             nn.init.zeros_(block.bn2.bias)
             nn.init.ones_(block.act2.weight)
     return model
+
+
+def area_resample_matrix(n_from: int, n_to: int) -> torch.Tensor:
+    """n_to x n_from: how much of each source cell falls into each target cell, when both grids
+    span the same interval (cells of length 1 and n_from / n_to). Every column sums to 1, so a
+    weight map resampled with it (A W A^T) gives a spatially constant input the same response."""
+    edges_to = torch.arange(n_to + 1, dtype=torch.float64) * n_from / n_to
+    a = torch.zeros(n_to, n_from, dtype=torch.float64)
+    for j in range(n_to):
+        for i in range(n_from):
+            a[j, i] = max(0.0, min(edges_to[j + 1].item(), i + 1) - max(edges_to[j].item(), i))
+    return a
+
+
+def resized_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
+    """An encoder for another input size that starts from `source`: the backbone is convolutional
+    and takes the new size as it is; the head's linear layer, one weight per cell of the last
+    feature map (s x s), is resampled to the new map (t x t) by area overlap, so that a feature
+    map constant over space gets exactly the source's embedding. Real feature maps are not
+    constant, and the backbone sees the face at another scale: a start for fine-tuning, not an
+    equivalent network. Dropout may differ; raises ValueError for any other difference."""
+    def without_size(c: EncoderConfig) -> dict:
+        return {k: v for k, v in asdict(c).items() if k not in ("input_size", "dropout")}
+
+    if without_size(source.config) != without_size(config):
+        raise ValueError(f"cannot resize {source.config.to_dict()} into {config.to_dict()}: only the "
+                         f"input size (and dropout) may differ")
+    model = FaceEncoder(config)
+    s, t = source.backbone.out_size(source.config.input_size), model.backbone.out_size(config.input_size)
+    state = source.state_dict()
+    w = state["head_fc.weight"]
+    a = area_resample_matrix(s, t)
+    w = w.double().reshape(w.shape[0], -1, s, s)
+    state["head_fc.weight"] = (a @ w @ a.T).reshape(w.shape[0], -1).to(state["head_fc.weight"].dtype)
+    model.load_state_dict(state)
+    return model

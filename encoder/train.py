@@ -32,7 +32,7 @@ from .augment import AugmentConfig, augment, augment_pixels
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
-from .face_encoder import EncoderConfig, FaceEncoder, grown_from, pixels_to_input, preprocess
+from .face_encoder import EncoderConfig, FaceEncoder, grown_from, pixels_to_input, preprocess, resized_from
 from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
@@ -68,7 +68,7 @@ class TrainConfig:
     cpu_bf16: bool = False        # bfloat16 autocast on the CPU, where it has AVX512-BF16 or AMX (bench/train_speed.py)
     channels_last: bool = False   # NHWC tensors: faster convolutions on CPUs (oneDNN) and tensor cores
     threads: int = 0              # torch threads on the CPU; 0 = torch's default
-    init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); its config must match
+    init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); same config, or deeper, or another input size
     teacher_in_loop: bool = False  # the teacher embeds each augmented view the student sees (dlib_resnet.py),
     # instead of the cache's embedding of the photo as it was: consistent distillation
     mixup: float = 0.0            # with teacher_in_loop: share of the `extra` photos replaced by a blend of two
@@ -340,19 +340,25 @@ def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: 
 
 def init_weights(model: FaceEncoder, cfg: TrainConfig) -> None:
     """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart),
-    or from a shallower one grown into this config's depths (face_encoder.grown_from)."""
+    or from a shallower one grown into this config's depths (face_encoder.grown_from), or from one
+    of another input size (face_encoder.resized_from)."""
     from .checkpoint import load_checkpoint
 
     source, _ = load_checkpoint(cfg.init_from)
     if json.loads(json.dumps(source.config.to_dict())) == json.loads(json.dumps(asdict(cfg.encoder))):
         model.load_state_dict(source.state_dict())
         return
-    try:    # a deeper encoder of the same widths (or another dropout) starts as the source, exactly
-        grown = grown_from(source, cfg.encoder)
-    except ValueError as e:
-        raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
-                         f"{source.config.to_dict()} vs {asdict(cfg.encoder)} ({e})") from None
-    model.load_state_dict(grown.state_dict())
+    errors = []
+    # a deeper encoder of the same widths starts as the source, exactly; one for another input
+    # size starts from the source with its head resampled to the new feature map
+    for adapt in (grown_from, resized_from):
+        try:
+            model.load_state_dict(adapt(source, cfg.encoder).state_dict())
+            return
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
+                     f"{source.config.to_dict()} vs {asdict(cfg.encoder)} ({'; '.join(errors)})")
 
 
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,

@@ -180,3 +180,54 @@ def test_growing_refuses_anything_but_more_blocks(change):
                           input_size=32, embedding_dim=16)
     with pytest.raises(ValueError, match="cannot grow"):
         grown_from(FaceEncoder(small), dataclasses.replace(small, **change))
+
+
+def test_area_resample_matrix_keeps_every_source_cell_whole():
+    from encoder.face_encoder import area_resample_matrix
+
+    a = area_resample_matrix(6, 7)
+    assert a.shape == (7, 6)
+    torch.testing.assert_close(a.sum(0), torch.ones(6, dtype=torch.float64))        # each source cell, whole
+    torch.testing.assert_close(a.sum(1), torch.full((7,), 6 / 7, dtype=torch.float64))  # each target cell's length
+    assert a[0, 0] == pytest.approx(6 / 7) and a[0, 1] == 0 and a[1, 0] == pytest.approx(1 / 7)
+    torch.testing.assert_close(area_resample_matrix(5, 5), torch.eye(5, dtype=torch.float64))
+
+
+def test_a_resized_encoder_gives_a_constant_feature_map_the_source_embedding():
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, resized_from
+
+    torch.manual_seed(0)
+    small = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (1, 1, 2), "stem_width": 8},
+                          input_size=48, embedding_dim=16, dropout=0.2)
+    source = FaceEncoder(small).eval()
+    bigger = EncoderConfig(backbone_args=small.backbone_args, input_size=64, embedding_dim=16, dropout=0.0)
+    resized = resized_from(source, bigger).eval()
+    s, t = source.backbone.out_size(48), resized.backbone.out_size(64)
+    assert (s, t) == (6, 8)
+    assert resized.head_fc.weight.shape == (16, 32 * t * t)
+    # the backbone's weights are the source's
+    for (name, a), b in zip(source.backbone.state_dict().items(), resized.backbone.state_dict().values()):
+        assert torch.equal(a, b), name
+    v = torch.randn(5, 32, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(resized.forward_head(v.expand(5, 32, t, t)),
+                                   source.forward_head(v.expand(5, 32, s, s)), rtol=0, atol=1e-5)
+        # a real input goes through at the new size and gives unit vectors
+        e = resized(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("change", [
+    {"backbone_args": {"widths": (8, 16, 64), "depths": (1, 1, 2), "stem_width": 8}},
+    {"backbone_args": {"widths": (8, 16, 32), "depths": (1, 2, 2), "stem_width": 8}},
+    {"embedding_dim": 32},
+])
+def test_resizing_refuses_anything_but_the_input_size(change):
+    import dataclasses
+
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, resized_from
+
+    small = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (1, 1, 2), "stem_width": 8},
+                          input_size=48, embedding_dim=16)
+    with pytest.raises(ValueError, match="cannot resize"):
+        resized_from(FaceEncoder(small), dataclasses.replace(small, input_size=64, **change))
