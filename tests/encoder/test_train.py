@@ -96,8 +96,9 @@ def test_fine_tuning_refuses_an_encoder_of_another_shape(att_cache, tmp_path):
     from encoder.checkpoint import save_checkpoint
     from encoder.face_encoder import EncoderConfig, FaceEncoder
 
-    save_checkpoint(tmp_path / "other.pt", FaceEncoder(EncoderConfig(input_size=96)), name="other")
-    with pytest.raises(ValueError, match="another encoder config"):
+    # another embedding size: neither grown (more blocks) nor resized (another input size) can start it
+    save_checkpoint(tmp_path / "other.pt", FaceEncoder(EncoderConfig(embedding_dim=64)), name="other")
+    with pytest.raises(ValueError, match="another encoder config.*cannot grow.*cannot resize"):
         run_training(_cfg(init_from=str(tmp_path / "other.pt")), att_cache, tmp_path / "run")
 
 
