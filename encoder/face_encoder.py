@@ -1,6 +1,7 @@
 """The face encoder: backbone -> 128-d linear head -> L2 normalisation."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -115,8 +116,8 @@ def resized_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
     map constant over space gets exactly the source's embedding. Real feature maps are not
     constant, and the backbone sees the face at another scale: a start for fine-tuning, not an
     equivalent network. Dropout may differ; raises ValueError for any other difference."""
-    def without_size(c: EncoderConfig) -> dict:
-        return {k: v for k, v in asdict(c).items() if k not in ("input_size", "dropout")}
+    def without_size(c: EncoderConfig) -> dict:   # in JSON form: a config read from JSON has lists, a checkpoint's tuples
+        return json.loads(json.dumps({k: v for k, v in asdict(c).items() if k not in ("input_size", "dropout")}))
 
     if without_size(source.config) != without_size(config):
         raise ValueError(f"cannot resize {source.config.to_dict()} into {config.to_dict()}: only the "

@@ -200,7 +200,9 @@ def test_a_resized_encoder_gives_a_constant_feature_map_the_source_embedding():
     small = EncoderConfig(backbone_args={"widths": (8, 16, 32), "depths": (1, 1, 2), "stem_width": 8},
                           input_size=48, embedding_dim=16, dropout=0.2)
     source = FaceEncoder(small).eval()
-    bigger = EncoderConfig(backbone_args=small.backbone_args, input_size=64, embedding_dim=16, dropout=0.0)
+    # as a JSON config gives them: lists where the source's config has tuples
+    bigger = EncoderConfig(backbone_args={k: list(v) if isinstance(v, tuple) else v for k, v in small.backbone_args.items()},
+                           input_size=64, embedding_dim=16, dropout=0.0)
     resized = resized_from(source, bigger).eval()
     s, t = source.backbone.out_size(48), resized.backbone.out_size(64)
     assert (s, t) == (6, 8)
