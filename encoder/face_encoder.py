@@ -65,6 +65,11 @@ def pixels_to_input(x: torch.Tensor, input_size: int) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def config_without(c: EncoderConfig, *keys: str) -> dict:
+    """The config less `keys`, in JSON form (a config read from JSON has lists, a checkpoint's tuples)."""
+    return json.loads(json.dumps({k: v for k, v in asdict(c).items() if k not in keys}))
+
+
 def grown_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
     """A deeper encoder that computes exactly what `source` computes (Net2DeeperNet, Chen et al.
     2016): a FaceResNet of the same widths with at least as many blocks in every stage. The
@@ -74,15 +79,12 @@ def grown_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
     differ: it holds no weights. Raises ValueError for any other difference."""
     from .backbones import FaceResNet
 
-    def head_and_input(c: EncoderConfig) -> dict:
-        return {k: v for k, v in asdict(c).items() if k not in ("backbone_args", "dropout")}
-
     def widths(b: FaceResNet) -> tuple:
         return b.stem[0].out_channels, [stage[0].conv2.out_channels for stage in b.stages]
 
     model = FaceEncoder(config)
     src, dst = source.backbone, model.backbone
-    if (head_and_input(source.config) != head_and_input(config) or not isinstance(src, FaceResNet)
+    if (config_without(source.config, "backbone_args", "dropout") != config_without(config, "backbone_args", "dropout") or not isinstance(src, FaceResNet)
             or not isinstance(dst, FaceResNet) or widths(src) != widths(dst)
             or any(len(a) > len(b) for a, b in zip(src.stages, dst.stages))):
         raise ValueError(f"cannot grow {source.config.to_dict()} into {config.to_dict()}: only a FaceResNet "
@@ -101,12 +103,9 @@ def area_resample_matrix(n_from: int, n_to: int) -> torch.Tensor:
     """n_to x n_from: how much of each source cell falls into each target cell, when both grids
     span the same interval (cells of length 1 and n_from / n_to). Every column sums to 1, so a
     weight map resampled with it (A W A^T) gives a spatially constant input the same response."""
-    edges_to = torch.arange(n_to + 1, dtype=torch.float64) * n_from / n_to
-    a = torch.zeros(n_to, n_from, dtype=torch.float64)
-    for j in range(n_to):
-        for i in range(n_from):
-            a[j, i] = max(0.0, min(edges_to[j + 1].item(), i + 1) - max(edges_to[j].item(), i))
-    return a
+    edges = torch.arange(n_to + 1, dtype=torch.float64) * n_from / n_to
+    cells = torch.arange(n_from, dtype=torch.float64)
+    return (torch.minimum(edges[1:, None], cells + 1) - torch.maximum(edges[:-1, None], cells)).clamp(min=0)
 
 
 def resized_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
@@ -116,10 +115,7 @@ def resized_from(source: FaceEncoder, config: EncoderConfig) -> FaceEncoder:
     map constant over space gets exactly the source's embedding. Real feature maps are not
     constant, and the backbone sees the face at another scale: a start for fine-tuning, not an
     equivalent network. Dropout may differ; raises ValueError for any other difference."""
-    def without_size(c: EncoderConfig) -> dict:   # in JSON form: a config read from JSON has lists, a checkpoint's tuples
-        return json.loads(json.dumps({k: v for k, v in asdict(c).items() if k not in ("input_size", "dropout")}))
-
-    if without_size(source.config) != without_size(config):
+    if config_without(source.config, "input_size", "dropout") != config_without(config, "input_size", "dropout"):
         raise ValueError(f"cannot resize {source.config.to_dict()} into {config.to_dict()}: only the "
                          f"input size (and dropout) may differ")
     model = FaceEncoder(config)
