@@ -6,12 +6,18 @@ crop, both flips, 1 thread, batch 1): median of 60 after 10 warm-up calls. Absol
 busy machine are noisy; compare the four in one run.
 Run from the repository root: .venv/bin/python scripts/input_size_speed.py (~1 min).
 """
-import time, json, numpy as np, torch
-torch.set_num_threads(1)
-from encoder.embedder import Embedder
-from encoder.checkpoint import load_checkpoint
 import dataclasses
+import json
+import time
+
+import numpy as np
+import torch
+
+from encoder.checkpoint import load_checkpoint
+from encoder.embedder import Embedder
 from encoder.face_encoder import resized_from
+
+torch.set_num_threads(1)
 
 m96, meta = load_checkpoint("encoder/weights/default.pt")
 cfg = m96.config
