@@ -5,7 +5,9 @@ Each backbone maps a B x 3 x S x S batch to a B x C x h x w feature map and stat
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -86,8 +88,82 @@ class InceptionResnetV1Backbone(nn.Module):
         return self.body(x)
 
 
+# dlib's chip seen from facegate's aligned crop: crop pixel (x, y, 1) of a 112x112 crop -> chip
+# pixel of its 150x150 chip (scripts/dlib_chip_geometry.py; the same as dlib_resnet.CROP112_TO_CHIP)
+CHIP150_FROM_CROP112 = ((1.57634, -0.01087, -12.3775), (0.01087, 1.57634, -36.7894))
+DLIB_STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
+
+
+class ChipResNet(nn.Module):
+    """dlib's face ResNet topology (dnn_face_recognition_ex.cpp's `anet_type`), trainable, in
+    front of it the resampling of dlib's chip out of facegate's aligned crop.
+
+    The chip: a fixed similarity transform of the crop (`chip_from_crop112`, given for 112x112
+    crops and 150x150 chips, scaled to the input and `chip_size`), bilinear, border pixels
+    repeated. Then a 7x7/2 convolution without padding, ReLU, a 3x3/2 max pool, and residual
+    stages of two 3x3 convolutions per block; the first block of a downsampling stage has stride
+    2 (no padding) and its shortcut is a 2x2 average pool. dlib's residual sum of maps of
+    different sizes is kept: the smaller is zero-padded at the bottom/right and in channels.
+    Batch norm is folded away (dlib's affine layers): every convolution has a bias. Its weights
+    can start from dlib's own (dlib_resnet.chip_encoder_from_dlib; training only)."""
+
+    def __init__(self, chip_size: int = 150, chip_from_crop112=CHIP150_FROM_CROP112,
+                 stages=DLIB_STAGES, stem_width: int = 32):
+        super().__init__()
+        self.chip_size = int(chip_size)
+        self.chip_from_crop112 = np.asarray(chip_from_crop112, dtype=np.float64).reshape(2, 3)
+        self.stages = tuple(tuple(s) for s in stages)
+        convs, cin = [nn.Conv2d(3, stem_width, 7, stride=2)], stem_width
+        for c, blocks, down in self.stages:
+            for b in range(blocks):
+                s = 2 if down and b == 0 else 1
+                convs += [nn.Conv2d(cin, c, 3, stride=s, padding=0 if s == 2 else 1), nn.Conv2d(c, c, 3, padding=1)]
+                cin = c
+        self.convs = nn.ModuleList(convs)
+        self.out_channels = cin
+        self._thetas: dict[int, torch.Tensor] = {}
+
+    def out_size(self, input_size: int) -> int:
+        return 1     # the head pools the map (EncoderConfig.head = "pool")
+
+    def theta(self, crop_size: int) -> torch.Tensor:
+        """affine_grid's theta that samples the chip out of a crop_size x crop_size input."""
+        if crop_size not in self._thetas:
+            m = np.vstack([self.chip_from_crop112, [0, 0, 1]])
+            # input pixels -> 112-crop pixels -> 150-chip pixels -> this chip's pixels
+            m = np.diag([self.chip_size / 150, self.chip_size / 150, 1.0]) @ m @ np.diag([112 / crop_size, 112 / crop_size, 1.0])
+            n = self.chip_size
+            out_px = np.array([[n / 2, 0, n / 2 - 0.5], [0, n / 2, n / 2 - 0.5], [0, 0, 1]])
+            in_norm = np.array([[2 / crop_size, 0, 1 / crop_size - 1], [0, 2 / crop_size, 1 / crop_size - 1], [0, 0, 1]])
+            self._thetas[crop_size] = torch.tensor((in_norm @ np.linalg.inv(m) @ out_px)[:2], dtype=torch.float32)
+        return self._thetas[crop_size]
+
+    def chips(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.theta(x.shape[-1]).to(x.device, x.dtype).expand(len(x), 2, 3)
+        grid = F.affine_grid(theta, [len(x), x.shape[1], self.chip_size, self.chip_size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    @staticmethod
+    def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape == b.shape:
+            return a + b
+        c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+        return sum(F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])) for t in (a, b))
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.convs[0](self.chips(x))), 3, 2)
+        i = 1
+        for _, blocks, down in self.stages:
+            for b in range(blocks):
+                y = self.convs[i + 1](F.relu(self.convs[i](x)))
+                i += 2
+                x = F.relu(self._add(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
+        return x
+
+
 BACKBONES = {
     "face_resnet": FaceResNet,
+    "chip_resnet": ChipResNet,
     "inception_resnet_v1": InceptionResnetV1Backbone,
 }
 

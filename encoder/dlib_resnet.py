@@ -3,8 +3,10 @@
 A training-time teacher only, like `teacher.DlibTeacher`, but one that runs inside the
 training loop: it embeds the very augmented view the student sees (consistent distillation),
 batched, in bfloat16 where the CPU has it, about 180 faces/s on two cores against dlib's ~25.
-Serving never imports this module, and nothing here is copied into a student: the weights are
-read at training time from the installed `face_recognition_models` package.
+Serving never imports this module: the weights are read at training time from the installed
+`face_recognition_models` package. One training recipe starts a student from them
+(`chip_encoder_from_dlib`, `init_from: "dlib"`): that student, once trained, carries dlib's
+weights as changed by its training, and so do the checkpoints it is exported to.
 
 The network (dlib's dnn_face_recognition_ex.cpp, `anet_type`): a 7x7/2 conv, 3x3/2 max pool,
 residual stages of 32 (3 blocks), 64 (4), 128 (3), 256 (3) and 256 (1) channels, the first
@@ -189,14 +191,50 @@ class InLoopTeacher:
         return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     @torch.no_grad()
-    def raw(self, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    def descriptors(self, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """dlib's raw descriptors, not normalised."""
         out = []
         for i in range(0, len(pixels), batch):
             x = self.chips(pixels[i:i + batch].float())
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out.append(F.normalize(self.net(x).float(), dim=1))
+                out.append(self.net(x).float())
         return torch.cat(out) if out else torch.zeros(0, 128)
+
+    def raw(self, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        return F.normalize(self.descriptors(pixels, batch), dim=1)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         e = self.raw(pixels)
         return F.normalize(e - self.center, dim=1) if self.center is not None else e
+
+
+def chip_encoder_from_dlib(config, dat: str | Path | None = None, center: torch.Tensor | None = None):
+    """A FaceEncoder of the `chip_resnet` backbone and "pool" head (face_encoder.EncoderConfig)
+    whose weights start as dlib's: its affine layers folded into the convolutions, facegate's
+    input normalisation ((x - 127.5) / 128) folded into the first one (which has no padding, so
+    the fold is exact), and its 128-d layer as the head. The head's bias subtracts `center` (a
+    raw-descriptor mean, optional), which is how the teacher is centred for distillation. On
+    facegate's crops the result equals the teacher (`InLoopTeacher.raw`) up to float error.
+    A start for training (like DistilBERT's student taken from its teacher's layers): the
+    weights come from the installed `face_recognition_models` and are read at training time."""
+    from .face_encoder import FaceEncoder
+
+    if config.backbone != "chip_resnet" or config.head != "pool":
+        raise ValueError(f"dlib's weights fit a chip_resnet backbone with a pool head, not {config.to_dict()}")
+    model = FaceEncoder(config)
+    dlib = DlibResNet.from_dat(dat or default_dat())
+    if len(model.backbone.convs) != len(dlib.convs) or model.backbone.stages != STAGES:
+        raise ValueError(f"dlib's weights fit dlib's stages {STAGES}, not {model.backbone.stages}")
+    mean = torch.tensor(DLIB_MEAN_RGB)
+    with torch.no_grad():
+        for i, (dst, src) in enumerate(zip(model.backbone.convs, dlib.convs)):
+            g, b = getattr(dlib, f"gamma{i}").flatten(), getattr(dlib, f"beta{i}").flatten()
+            w, bias = src.weight * g.view(-1, 1, 1, 1), src.bias * g + b
+            if i == 0:   # dlib's input (p - mean) / 256 = 0.5 x + (127.5 - mean) / 256, x = (p - 127.5) / 128
+                bias = bias + (w * ((127.5 - mean) / 256).view(1, 3, 1, 1)).sum((1, 2, 3))
+                w = w * 0.5
+            dst.weight.copy_(w)
+            dst.bias.copy_(bias)
+        model.head_fc.weight.copy_(dlib.fc.weight)
+        model.head_fc.bias.copy_(-dlib.fc.weight @ torch.zeros(256) if center is None else -center)
+    return model

@@ -19,6 +19,7 @@ class EncoderConfig:
     input_size: int = 64          # the aligned 112x112 crop is resized to this
     embedding_dim: int = 128
     dropout: float = 0.2
+    head: str = "spatial"         # "spatial": BN-Dropout-FC-BN on the whole last map; "pool": its average -> FC
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -30,16 +31,24 @@ class FaceEncoder(nn.Module):
         self.config = config
         self.backbone = create_backbone(config.backbone, **config.backbone_args)
         c, s = self.backbone.out_channels, self.backbone.out_size(config.input_size)
-        # ArcFace's "BN-Dropout-FC-BN" output layer: keeps the spatial layout of the last map.
-        self.head_bn = nn.BatchNorm2d(c)
         self.head_drop = nn.Dropout(config.dropout)
-        self.head_fc = nn.Linear(c * s * s, config.embedding_dim)
-        self.head_out = nn.BatchNorm1d(config.embedding_dim)
+        if config.head == "spatial":
+            # ArcFace's "BN-Dropout-FC-BN" output layer: keeps the spatial layout of the last map.
+            self.head_bn = nn.BatchNorm2d(c)
+            self.head_fc = nn.Linear(c * s * s, config.embedding_dim)
+            self.head_out = nn.BatchNorm1d(config.embedding_dim)
+        elif config.head == "pool":
+            # dlib's (and FaceNet's) output layer: global average pool, then one linear layer
+            self.head_fc = nn.Linear(c, config.embedding_dim)
+        else:
+            raise ValueError(f"unknown head {config.head!r}; known: 'spatial', 'pool'")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        if self.config.head == "pool":
+            return F.normalize(self.head_fc(self.head_drop(f.mean((2, 3)))), p=2, dim=1)
         f = self.head_drop(self.head_bn(f).flatten(1))
         return F.normalize(self.head_out(self.head_fc(f)), p=2, dim=1)
 

@@ -68,7 +68,8 @@ class TrainConfig:
     cpu_bf16: bool = False        # bfloat16 autocast on the CPU, where it has AVX512-BF16 or AMX (bench/train_speed.py)
     channels_last: bool = False   # NHWC tensors: faster convolutions on CPUs (oneDNN) and tensor cores
     threads: int = 0              # torch threads on the CPU; 0 = torch's default
-    init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); same config, or deeper, or another input size
+    init_from: str | None = None  # an encoder checkpoint to start from (fine-tuning); same config, or deeper, or another input size;
+    # "dlib": the teacher's own weights (a chip_resnet backbone with a pool head; dlib_resnet.chip_encoder_from_dlib)
     teacher_in_loop: bool = False  # the teacher embeds each augmented view the student sees (dlib_resnet.py),
     # instead of the cache's embedding of the photo as it was: consistent distillation
     mixup: float = 0.0            # with teacher_in_loop: share of the `extra` photos replaced by a blend of two
@@ -334,16 +335,25 @@ def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: 
     if cfg.center_teacher:
         rows = np.random.default_rng([cfg.seed, 2]).permutation(data.train_idx)[:n_center]
         pixels = data.crops[torch.from_numpy(np.sort(rows))].permute(0, 3, 1, 2).float().to(device)
-        teacher.center = teacher.raw(pixels).mean(0)
+        d = teacher.descriptors(pixels)
+        teacher.center = F.normalize(d, dim=1).mean(0)
+        teacher.descriptor_mean = d.mean(0)     # where a student started from dlib's weights centres
     return teacher
 
 
-def init_weights(model: FaceEncoder, cfg: TrainConfig) -> None:
+def init_weights(model: FaceEncoder, cfg: TrainConfig, center: torch.Tensor | None = None) -> None:
     """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart),
     or from a shallower one grown into this config's depths (face_encoder.grown_from), or from one
-    of another input size (face_encoder.resized_from)."""
+    of another input size (face_encoder.resized_from), or ("dlib") from the teacher's own weights,
+    its head's bias set to subtract `center` (the raw descriptors' mean, so that the student starts
+    where the centred teacher is)."""
     from .checkpoint import load_checkpoint
 
+    if cfg.init_from == "dlib":
+        from .dlib_resnet import chip_encoder_from_dlib
+
+        model.load_state_dict(chip_encoder_from_dlib(cfg.encoder, center=center).state_dict())
+        return
     source, _ = load_checkpoint(cfg.init_from)
     if json.loads(json.dumps(source.config.to_dict())) == json.loads(json.dumps(asdict(cfg.encoder))):
         model.load_state_dict(source.state_dict())
@@ -388,8 +398,9 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     step, history = 0, []
     last = out / "last.pt"
+    in_loop = create_in_loop_teacher(cfg, data, device) if cfg.teacher_in_loop else None
     if cfg.init_from and not (resume and last.exists()):
-        init_weights(model, cfg)
+        init_weights(model, cfg, center=getattr(in_loop, "descriptor_mean", None))
         if dist_info.main:
             print(f"weights from {cfg.init_from}", file=sys.stderr)
     if resume and last.exists():
@@ -421,7 +432,6 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     # the sampler draws positions in train_idx; map them back to cache rows
     sampler.groups = [data.train_idx[g] for g in sampler.groups]
     miner, loss_fn = create_miner(cfg.miner, cfg.margin), TripletMarginLoss(cfg.margin)
-    in_loop = create_in_loop_teacher(cfg, data, device) if cfg.teacher_in_loop else None
     logf = open(out / "log.jsonl", "a") if main else None
 
     def save_state(s):

@@ -87,7 +87,8 @@ def cmd_train(a) -> int:
     if cfg.init_from:      # read now: the file may be replaced (a release) while the training runs
         from encoder.checkpoint import read_meta
 
-        init_version = read_meta(cfg.init_from)["version"]
+        init_version = ("dlib_resnet_v1 (face_recognition_models)" if cfg.init_from == "dlib"
+                        else read_meta(cfg.init_from)["version"])
     model, summary = run_training(cfg, cache, a.out, resume=not a.no_resume)
     if rank != 0:
         return 0

@@ -13,7 +13,7 @@ def _seed():
 
 
 def test_registry_names():
-    assert sorted(BACKBONES) == ["face_resnet", "inception_resnet_v1"]
+    assert sorted(BACKBONES) == ["chip_resnet", "face_resnet", "inception_resnet_v1"]
 
 
 def test_unknown_backbone_lists_known_names():
@@ -87,7 +87,7 @@ def test_embedding_dim_and_backbone_args_from_config():
 def test_config_to_dict():
     d = EncoderConfig().to_dict()
     assert d == {"backbone": "face_resnet", "backbone_args": {}, "input_size": 64,
-                 "embedding_dim": 128, "dropout": 0.2}
+                 "embedding_dim": 128, "dropout": 0.2, "head": "spatial"}
 
 
 def test_inception_resnet_v1_encoder():
@@ -233,3 +233,35 @@ def test_resizing_refuses_anything_but_the_input_size(change):
                           input_size=48, embedding_dim=16)
     with pytest.raises(ValueError, match="cannot resize"):
         resized_from(FaceEncoder(small), dataclasses.replace(small, input_size=64, **change))
+
+
+def test_chip_resnet_has_dlibs_topology_and_a_pooled_head():
+    enc = FaceEncoder(EncoderConfig(backbone="chip_resnet", input_size=112, dropout=0.0, head="pool")).eval()
+    convs = enc.backbone.convs
+    assert len(convs) == 29 and convs[0].kernel_size == (7, 7) and convs[0].padding == (0, 0)
+    assert [c.stride[0] for c in convs].count(2) == 5          # the stem and four downsampling blocks
+    assert enc.head_fc.in_features == 256 and not hasattr(enc, "head_bn")
+    with torch.no_grad():
+        e = enc(torch.randn(3, 3, 112, 112))
+    assert e.shape == (3, 128) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_chip_resnet_reads_dlibs_chip_out_of_the_crop():
+    """The chip is a fixed zoom into the aligned crop: a crop's pixel lands where the transform says."""
+    b = create_backbone("chip_resnet")
+    crop = torch.zeros(1, 3, 112, 112)
+    crop[..., 60, 40] = 1.0                                     # one bright pixel at crop (x=40, y=60)
+    chip = b.chips(crop)[0, 0]
+    y, x = divmod(int(chip.argmax()), chip.shape[1])
+    m = np.array(b.chip_from_crop112)
+    ex, ey = m @ np.array([40, 60, 1.0])
+    assert chip.shape == (150, 150) and abs(x - ex) <= 1 and abs(y - ey) <= 1
+    # the same face at another crop size gives the same chip
+    big = torch.nn.functional.interpolate(crop, size=(224, 224), mode="nearest")
+    chip2 = b.chips(big)[0, 0]
+    assert divmod(int(chip2.argmax()), 150) in [(y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="unknown head 'gap'"):
+        FaceEncoder(EncoderConfig(head="gap"))

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 dlib = pytest.importorskip("dlib", reason="the teacher extra is not installed (./dev teacher)")
 frm = pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
 
-from encoder.dlib_resnet import DlibResNet, InLoopTeacher, default_dat, read_dlib_layers  # noqa: E402
+from encoder.dlib_resnet import (DlibResNet, InLoopTeacher, chip_encoder_from_dlib, crop_to_chip_theta,  # noqa: E402
+                                 default_dat, read_dlib_layers)
 from encoder.images import decode_image  # noqa: E402
 
 PHOTOS = ["Abdullah_Gul/Abdullah_Gul_0013.jpg", "Abdullah_Gul/Abdullah_Gul_0014.jpg",
@@ -78,3 +79,54 @@ def test_centred_teacher_output_is_unit_length():
     teacher.center = teacher.raw(x).mean(0)
     assert torch.allclose(teacher(x).norm(dim=1), torch.ones(3), atol=1e-5)
     assert not torch.allclose(teacher(x), F.normalize(teacher.raw(x), dim=1))
+
+
+CHIP_CONFIG = dict(backbone="chip_resnet", input_size=112, dropout=0.0, head="pool")
+
+
+def test_an_encoder_started_from_dlibs_weights_computes_the_teacher(photos, aligner):
+    """The folds (affine layers into convolutions, facegate's normalisation into the first one)
+    are exact: on real aligned crops the student is the teacher, before any training."""
+    from encoder.backbones import CHIP150_FROM_CROP112
+    from encoder.dlib_resnet import CROP112_TO_CHIP
+    from encoder.face_encoder import EncoderConfig, preprocess
+
+    assert np.allclose(np.array(CHIP150_FROM_CROP112), CROP112_TO_CHIP)   # one geometry, two places
+    crops = np.stack([aligner.align(img).crop for img in photos])
+    teacher = InLoopTeacher()
+    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    d = teacher.descriptors(pixels)
+    model = chip_encoder_from_dlib(EncoderConfig(**CHIP_CONFIG)).eval()
+    centred = chip_encoder_from_dlib(EncoderConfig(**CHIP_CONFIG), center=d.mean(0)).eval()
+    with torch.no_grad():
+        x = preprocess(crops, 112)
+        assert torch.allclose(model(x), F.normalize(d, dim=1), atol=1e-5)
+        assert torch.allclose(centred(x), F.normalize(d - d.mean(0), dim=1), atol=1e-5)
+    assert torch.allclose(model.backbone.theta(112), crop_to_chip_theta(112), atol=1e-6)
+
+
+def test_dlibs_weights_fit_only_dlibs_network():
+    from encoder.face_encoder import EncoderConfig
+
+    with pytest.raises(ValueError, match="chip_resnet backbone with a pool head"):
+        chip_encoder_from_dlib(EncoderConfig(backbone="face_resnet", input_size=96))
+    with pytest.raises(ValueError, match="dlib's stages"):
+        chip_encoder_from_dlib(EncoderConfig(**{**CHIP_CONFIG, "backbone_args": {"stages": ((32, 2, False),)}}))
+
+
+def test_training_can_start_from_dlibs_weights_and_the_checkpoint_keeps_them(tmp_path):
+    from encoder.checkpoint import load_checkpoint, save_checkpoint
+    from encoder.face_encoder import EncoderConfig, FaceEncoder
+    from encoder.train import TrainConfig, init_weights
+
+    cfg = TrainConfig(encoder=EncoderConfig(**CHIP_CONFIG), init_from="dlib")
+    model = FaceEncoder(cfg.encoder)
+    center = torch.randn(128)
+    init_weights(model, cfg, center=center)
+    assert torch.equal(model.head_fc.bias, -center)
+    save_checkpoint(tmp_path / "c.pt", model.eval(), name="chip", half=False)
+    loaded, meta = load_checkpoint(tmp_path / "c.pt")
+    assert meta["config"]["head"] == "pool" and meta["config"]["backbone"] == "chip_resnet"
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
