@@ -89,9 +89,30 @@ class InceptionResnetV1Backbone(nn.Module):
 
 
 # dlib's chip seen from facegate's aligned crop: crop pixel (x, y, 1) of a 112x112 crop -> chip
-# pixel of its 150x150 chip (scripts/dlib_chip_geometry.py; the same as dlib_resnet.CROP112_TO_CHIP)
+# pixel of its 150x150 chip (measured by scripts/dlib_chip_geometry.py; see dlib_resnet.CROP112_TO_CHIP)
 CHIP150_FROM_CROP112 = ((1.57634, -0.01087, -12.3775), (0.01087, 1.57634, -36.7894))
 DLIB_STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
+
+
+def chip_theta(crop_size: int, chip_size: int = 150, chip_from_crop112=CHIP150_FROM_CROP112) -> torch.Tensor:
+    """affine_grid's theta (align_corners=False) that samples a chip_size chip out of a
+    crop_size x crop_size aligned crop, given the 112-crop -> 150-chip pixel transform."""
+    m = np.vstack([np.asarray(chip_from_crop112, dtype=np.float64).reshape(2, 3), [0, 0, 1]])
+    # crop pixels -> 112-crop pixels -> 150-chip pixels -> this chip's pixels
+    m = np.diag([chip_size / 150, chip_size / 150, 1.0]) @ m @ np.diag([112 / crop_size, 112 / crop_size, 1.0])
+    n = chip_size
+    out_px = np.array([[n / 2, 0, n / 2 - 0.5], [0, n / 2, n / 2 - 0.5], [0, 0, 1]])
+    in_norm = np.array([[2 / crop_size, 0, 1 / crop_size - 1], [0, 2 / crop_size, 1 / crop_size - 1], [0, 0, 1]])
+    return torch.tensor((in_norm @ np.linalg.inv(m) @ out_px)[:2], dtype=torch.float32)
+
+
+def dlib_residual_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's sum of two maps of different sizes: the larger size, the smaller zero-padded at the
+    bottom/right and in channels."""
+    if a.shape == b.shape:
+        return a + b
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+    return sum(F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])) for t in (a, b))
 
 
 class ChipResNet(nn.Module):
@@ -129,26 +150,13 @@ class ChipResNet(nn.Module):
     def theta(self, crop_size: int) -> torch.Tensor:
         """affine_grid's theta that samples the chip out of a crop_size x crop_size input."""
         if crop_size not in self._thetas:
-            m = np.vstack([self.chip_from_crop112, [0, 0, 1]])
-            # input pixels -> 112-crop pixels -> 150-chip pixels -> this chip's pixels
-            m = np.diag([self.chip_size / 150, self.chip_size / 150, 1.0]) @ m @ np.diag([112 / crop_size, 112 / crop_size, 1.0])
-            n = self.chip_size
-            out_px = np.array([[n / 2, 0, n / 2 - 0.5], [0, n / 2, n / 2 - 0.5], [0, 0, 1]])
-            in_norm = np.array([[2 / crop_size, 0, 1 / crop_size - 1], [0, 2 / crop_size, 1 / crop_size - 1], [0, 0, 1]])
-            self._thetas[crop_size] = torch.tensor((in_norm @ np.linalg.inv(m) @ out_px)[:2], dtype=torch.float32)
+            self._thetas[crop_size] = chip_theta(crop_size, self.chip_size, self.chip_from_crop112)
         return self._thetas[crop_size]
 
     def chips(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.theta(x.shape[-1]).to(x.device, x.dtype).expand(len(x), 2, 3)
         grid = F.affine_grid(theta, [len(x), x.shape[1], self.chip_size, self.chip_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-    @staticmethod
-    def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.shape == b.shape:
-            return a + b
-        c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-        return sum(F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])) for t in (a, b))
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.convs[0](self.chips(x))), 3, 2)
@@ -157,7 +165,7 @@ class ChipResNet(nn.Module):
             for b in range(blocks):
                 y = self.convs[i + 1](F.relu(self.convs[i](x)))
                 i += 2
-                x = F.relu(self._add(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
+                x = F.relu(dlib_residual_sum(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
         return x
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import CHIP150_FROM_CROP112, chip_theta, dlib_residual_sum
 from .teacher import TeacherUnavailable
 
 CHIP_SIZE = 150
@@ -46,7 +47,7 @@ STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 # teacher's embeddings of chips made with this agree with its native ones to cosine 0.992 (mean)
 # and give the same verification accuracy on held-out DevTrain people (0.995 vs 0.996);
 # docs/encoder/experiments/dlib_chip_geometry.json. facegate-s96cd and facegate-s96fm were trained with it.
-CROP112_TO_CHIP = np.array([[1.57634, -0.01087, -12.3775], [0.01087, 1.57634, -36.7894]])
+CROP112_TO_CHIP = np.array(CHIP150_FROM_CROP112)
 
 
 def _read_int(buf: bytes, pos: int) -> tuple[int, int]:
@@ -111,15 +112,6 @@ class DlibResNet(nn.Module):
     def _conv_affine(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.convs[i](x) * getattr(self, f"gamma{i}") + getattr(self, f"beta{i}")
 
-    @staticmethod
-    def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-        def pad(t):
-            return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-        return pad(a) + pad(b)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / 256.0
         x = F.max_pool2d(F.relu(self._conv_affine(0, x)), 3, 2)
@@ -128,7 +120,7 @@ class DlibResNet(nn.Module):
             for b in range(blocks):
                 y = self._conv_affine(i + 1, F.relu(self._conv_affine(i, x)))
                 i += 2
-                x = F.relu(self._add(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
+                x = F.relu(dlib_residual_sum(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
         return self.fc(x.mean((2, 3)))
 
     @staticmethod
@@ -165,13 +157,7 @@ def default_dat() -> Path:
 
 def crop_to_chip_theta(crop_size: int, chip_size: int = CHIP_SIZE) -> torch.Tensor:
     """affine_grid's theta that samples dlib's chip out of a crop_size aligned crop."""
-    m = np.vstack([CROP112_TO_CHIP, [0, 0, 1]])
-    m = m @ np.diag([112.0 / crop_size, 112.0 / crop_size, 1.0])     # crop pixels of this size -> 112's
-    chip_to_crop = np.linalg.inv(m)
-    # normalised output coordinates (align_corners=False) -> chip pixels; crop pixels -> normalised input
-    out_px = np.array([[chip_size / 2, 0, chip_size / 2 - 0.5], [0, chip_size / 2, chip_size / 2 - 0.5], [0, 0, 1]])
-    in_norm = np.array([[2 / crop_size, 0, 1 / crop_size - 1], [0, 2 / crop_size, 1 / crop_size - 1], [0, 0, 1]])
-    return torch.tensor((in_norm @ chip_to_crop @ out_px)[:2], dtype=torch.float32)
+    return chip_theta(crop_size, chip_size, CROP112_TO_CHIP)
 
 
 class InLoopTeacher:
