@@ -158,14 +158,23 @@ class ChipResNet(nn.Module):
         grid = F.affine_grid(theta, [len(x), x.shape[1], self.chip_size, self.chip_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+    def stem(self, chip: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.convs[0](chip)), 3, 2)
+
+    def block(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        """Residual block j (0-based, in order from the input) applied to its input map."""
+        down = self.block_downsamples[j]
+        y = self.convs[2 + 2 * j](F.relu(self.convs[1 + 2 * j](x)))
+        return F.relu(dlib_residual_sum(y, F.avg_pool2d(x, 2, 2) if down else x))
+
+    @property
+    def block_downsamples(self) -> tuple[bool, ...]:
+        return tuple(bool(down and b == 0) for _, blocks, down in self.stages for b in range(blocks))
+
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.convs[0](self.chips(x))), 3, 2)
-        i = 1
-        for _, blocks, down in self.stages:
-            for b in range(blocks):
-                y = self.convs[i + 1](F.relu(self.convs[i](x)))
-                i += 2
-                x = F.relu(dlib_residual_sum(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
+        x = self.stem(self.chips(x))
+        for j in range(len(self.block_downsamples)):
+            x = self.block(j, x)
         return x
 
 

@@ -112,16 +112,21 @@ class DlibResNet(nn.Module):
     def _conv_affine(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.convs[i](x) * getattr(self, f"gamma{i}") + getattr(self, f"beta{i}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def activations(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """-> (the map after the stem and after each residual block, in order; the descriptor)."""
         x = (x - self.mean) / 256.0
         x = F.max_pool2d(F.relu(self._conv_affine(0, x)), 3, 2)
-        i = 1
+        maps, i = [x], 1
         for _, blocks, down in STAGES:
             for b in range(blocks):
                 y = self._conv_affine(i + 1, F.relu(self._conv_affine(i, x)))
                 i += 2
                 x = F.relu(dlib_residual_sum(y, F.avg_pool2d(x, 2, 2) if down and b == 0 else x))
-        return self.fc(x.mean((2, 3)))
+                maps.append(x)
+        return maps, self.fc(x.mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activations(x)[1]
 
     @staticmethod
     def from_dat(path: str | Path) -> "DlibResNet":
@@ -186,12 +191,25 @@ class InLoopTeacher:
                 out.append(self.net(x).float())
         return torch.cat(out) if out else torch.zeros(0, 128)
 
+    @torch.no_grad()
+    def activations(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The teacher's maps after its stem and after each residual block (float32), and its raw
+        descriptors, of one batch: the targets of blockwise distillation (train.blockwise_loss)."""
+        x = self.chips(pixels.float())
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            maps, d = self.net.activations(x)
+        return [m.float() for m in maps], d.float()
+
+    def embed(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Raw descriptors -> what __call__ returns: L2-normalised, centred if `center` is set."""
+        e = F.normalize(descriptors, dim=1)
+        return F.normalize(e - self.center, dim=1) if self.center is not None else e
+
     def raw(self, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
         return F.normalize(self.descriptors(pixels, batch), dim=1)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        e = self.raw(pixels)
-        return F.normalize(e - self.center, dim=1) if self.center is not None else e
+        return self.embed(self.descriptors(pixels))
 
 
 def chip_encoder_from_dlib(config, dat: str | Path | None = None, center: torch.Tensor | None = None):

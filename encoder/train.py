@@ -74,10 +74,25 @@ class TrainConfig:
     # instead of the cache's embedding of the photo as it was: consistent distillation
     mixup: float = 0.0            # with teacher_in_loop: share of the `extra` photos replaced by a blend of two
     # (lambda ~ U(0, 1)) that the teacher embeds too; distillation only, no triplet (function matching)
+    w_blockwise: float = 0.0      # with teacher_in_loop and a chip_resnet student: each block regressed on the
+    # teacher's own block, fed the teacher's input to it (blockwise_loss); with w_triplet = w_distill =
+    # w_relation = 0 the student's end-to-end pass is skipped
+    blockwise_inputs: str = "teacher"  # "student": each block fed the student's own map instead (one
+    # end-to-end pass with a hint at every block, FitNets-style), whose embedding the other losses use
 
     def __post_init__(self):
         if self.mixup and not self.teacher_in_loop:
             raise ValueError("mixup needs teacher_in_loop: a blend of two photos has no cached teacher embedding")
+        if self.w_blockwise and not (self.teacher_in_loop and self.encoder.backbone == "chip_resnet"
+                                     and self.encoder.head == "pool"):
+            raise ValueError("w_blockwise needs teacher_in_loop and a chip_resnet backbone with a pool head: "
+                             "the teacher's own topology, block for block")
+        if self.blockwise_inputs not in ("teacher", "student"):
+            raise ValueError(f"blockwise_inputs is 'teacher' or 'student', not {self.blockwise_inputs!r}")
+
+    @property
+    def end_to_end(self) -> bool:
+        return bool(self.w_triplet or self.w_distill or self.w_relation)
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -220,6 +235,37 @@ def batch_loss(e: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | No
     return loss, parts, int(len(triplets[0]))
 
 
+def blockwise_loss(model: FaceEncoder, x: torch.Tensor, maps: list[torch.Tensor], descriptors: torch.Tensor,
+                   descriptor_mean: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+                   chained: bool = False) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+    """Blockwise distillation (Wang et al. 2018, progressive blockwise knowledge distillation;
+    FitNets' hints, one per block): a chip_resnet student has the teacher's topology, so each of
+    its blocks can be taught on its own, fed the teacher's map before that block and regressed
+    onto the teacher's map after it. The stem is fed the chip, the head the teacher's pooled last
+    map (its target: the raw descriptor, less `descriptor_mean` where the teacher is centred).
+    A block is a local function of a small neighbourhood, so each photo gives it thousands of
+    examples: with ~20 k photos this is a well-posed regression, where matching only the final
+    embedding (one example per photo) is not. Each term is the squared error relative to the
+    target's mean square, so every block counts alike. `chained`: each block is fed the student's
+    own map instead, one end-to-end pass with a hint at every block (how the blocks, taught
+    apart, are then made to work together); the embedding of that pass is returned too.
+    x: the student's input (normalised crops); maps, descriptors: InLoopTeacher.activations.
+    -> (mean of the terms, {blockwise: that mean, bw_stem, bw_head, bw_worst: single terms},
+    the student's embedding when chained, else None)."""
+    b = model.backbone
+    with torch.autocast(device_type=x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        preds = [b.stem(b.chips(x))]
+        for j in range(len(maps) - 1):
+            preds.append(b.block(j, preds[j] if chained else maps[j]))
+        preds.append(model.head_fc((preds if chained else maps)[-1].mean((2, 3))))
+    target = descriptors if descriptor_mean is None else descriptors - descriptor_mean
+    terms = torch.stack([(p.float() - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12)
+                         for p, t in zip(preds, [*maps, target])])
+    loss = terms.mean()
+    parts = {"blockwise": loss, "bw_stem": terms[0], "bw_head": terms[-1], "bw_worst": terms.max()}
+    return loss, parts, F.normalize(preds[-1].float(), dim=1) if chained else None
+
+
 def mix_extra(pixels: torch.Tensor, n_pk: int, share: float, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend a share of the rows after the first n_pk (the `extra` photos) with another extra
@@ -259,7 +305,11 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
                                       cfg.mixup, gen)
             labels = labels.masked_fill(all_gather_with_grad(mixed.float().to(device)) > 0.5, -1)   # a blend has no identity
         pixels = pixels.to(device)
-        teacher = all_gather_with_grad(in_loop(pixels))
+        if cfg.w_blockwise:
+            maps, descriptors = in_loop.activations(pixels)
+            teacher = all_gather_with_grad(in_loop.embed(descriptors))
+        else:
+            teacher = all_gather_with_grad(in_loop(pixels))
         x = pixels_to_input(pixels, cfg.encoder.input_size)
     else:
         x = augment(crops, cfg.encoder.input_size, cfg.augment, gen)
@@ -271,10 +321,21 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
         g["lr"] = lr_at(step, cfg)
     model.train()
     dtype = autocast_dtype(cfg, device)
-    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        e_local = model(x)
-    e = all_gather_with_grad(e_local.float())
-    loss, parts, n_triplets = batch_loss(e, labels, teacher, cfg, miner, loss_fn)
+    loss, parts, n_triplets, e_local = torch.zeros((), device=device), {}, 0, None
+    if cfg.w_blockwise:
+        centre = getattr(in_loop, "descriptor_mean", None) if cfg.center_teacher else None
+        bw, bw_parts, e_local = blockwise_loss(model, x, maps, descriptors, centre, dtype,
+                                               chained=cfg.blockwise_inputs == "student")
+        loss = cfg.w_blockwise * bw
+    if cfg.end_to_end:
+        if e_local is None:
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                e_local = model(x)
+        e = all_gather_with_grad(e_local.float())
+        loss_e2e, parts, n_triplets = batch_loss(e, labels, teacher, cfg, miner, loss_fn)
+        loss = loss + loss_e2e
+    if cfg.w_blockwise:
+        parts.update(bw_parts)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -398,6 +459,9 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     step, history = 0, []
     last = out / "last.pt"
+    if cfg.w_blockwise and dist_info.enabled:
+        raise ValueError("w_blockwise runs in one process for now: its per-block passes bypass "
+                         "DistributedDataParallel's gradient hooks")
     in_loop = create_in_loop_teacher(cfg, data, device) if cfg.teacher_in_loop else None
     if cfg.init_from and not (resume and last.exists()):
         init_weights(model, cfg, center=getattr(in_loop, "descriptor_mean", None))

@@ -130,3 +130,65 @@ def test_training_can_start_from_dlibs_weights_and_the_checkpoint_keeps_them(tmp
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_blockwise_targets_are_the_teachers_blocks_and_a_copy_of_the_teacher_scores_zero(photos, aligner):
+    """Blockwise distillation pairs each student block with the teacher's block of the same
+    place: a student that holds dlib's weights reproduces every target (the loss is float
+    error), an untrained one is far from all of them, and the targets are the teacher's."""
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, preprocess
+    from encoder.train import blockwise_loss
+
+    crops = np.stack([aligner.align(img).crop for img in photos])
+    teacher = InLoopTeacher()
+    maps, d = teacher.activations(torch.from_numpy(crops).permute(0, 3, 1, 2).float())
+    assert len(maps) == 1 + 14 and maps[0].shape[1:] == (32, 35, 35) and maps[-1].shape[1:] == (256, 2, 2)
+    assert torch.allclose(d, teacher.descriptors(torch.from_numpy(crops).permute(0, 3, 1, 2).float()), atol=1e-5)
+    x = preprocess(crops, 112)
+    copy = chip_encoder_from_dlib(EncoderConfig(**CHIP_CONFIG)).eval()
+    with torch.no_grad():
+        loss, parts, _ = blockwise_loss(copy, x, maps, d)
+        assert loss < 1e-8 and parts["bw_worst"] < 1e-7
+        chained, _, e = blockwise_loss(copy, x, maps, d, chained=True)    # fed its own maps: the same maps
+        assert chained < 1e-8 and torch.allclose(e, copy(x), atol=1e-5)
+        centred, _, _ = blockwise_loss(chip_encoder_from_dlib(EncoderConfig(**CHIP_CONFIG), center=d.mean(0)).eval(),
+                                    x, maps, d, descriptor_mean=d.mean(0))
+        assert centred < 1e-8
+        fresh, fresh_parts, _ = blockwise_loss(FaceEncoder(EncoderConfig(**CHIP_CONFIG)).eval(), x, maps, d)
+        assert fresh > 0.3 and fresh_parts["bw_stem"] > 0.3
+
+
+def test_blockwise_training_steps_move_every_block_toward_the_teacher(photos, aligner):
+    """A few steps of the blockwise objective alone (no end-to-end pass) on real crops lower it."""
+    from encoder.face_encoder import EncoderConfig, FaceEncoder, preprocess
+    from encoder.train import blockwise_loss
+
+    torch.manual_seed(0)
+    crops = np.stack([aligner.align(img).crop for img in photos])
+    maps, d = InLoopTeacher().activations(torch.from_numpy(crops).permute(0, 3, 1, 2).float())
+    model = FaceEncoder(EncoderConfig(**CHIP_CONFIG)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = preprocess(crops, 112)
+    losses = []
+    for _ in range(8):
+        loss, _, _ = blockwise_loss(model, x, maps, d, chained=len(losses) % 2 == 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_blockwise_needs_the_teachers_topology_and_its_in_loop_activations():
+    from encoder.face_encoder import EncoderConfig
+    from encoder.train import TrainConfig
+
+    with pytest.raises(ValueError, match="w_blockwise needs teacher_in_loop"):
+        TrainConfig(encoder=EncoderConfig(**CHIP_CONFIG), w_blockwise=1.0)
+    with pytest.raises(ValueError, match="chip_resnet backbone"):
+        TrainConfig(encoder=EncoderConfig(backbone="face_resnet", input_size=96), w_blockwise=1.0, teacher_in_loop=True)
+    cfg = TrainConfig(encoder=EncoderConfig(**CHIP_CONFIG), w_blockwise=1.0, teacher_in_loop=True,
+                      w_triplet=0.0, w_distill=0.0, w_relation=0.0)
+    assert not cfg.end_to_end
+    with pytest.raises(ValueError, match="blockwise_inputs"):
+        TrainConfig(encoder=EncoderConfig(**CHIP_CONFIG), w_blockwise=1.0, teacher_in_loop=True, blockwise_inputs="x")

@@ -240,3 +240,30 @@ def test_running_a_finished_training_again_keeps_its_summary(att_cache, tmp_path
     assert json.loads((tmp_path / "run/summary.json").read_text()) == summary
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("inputs,end_to_end", [("teacher", False), ("student", True)])
+def test_blockwise_distillation_trains_and_resumes(att_cache, tmp_path, inputs, end_to_end):
+    """Blockwise distillation of a chip_resnet student: alone (no end-to-end pass), or chained
+    with the end-to-end losses on the embedding of the same pass; a resumed run is the same run."""
+    pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
+    from encoder.face_encoder import EncoderConfig
+
+    e2e = dict(w_triplet=1.0, w_distill=1.0, w_relation=4.0) if end_to_end else dict(
+        w_triplet=0.0, w_distill=0.0, w_relation=0.0)
+    cfg = _cfg(teacher_in_loop=True, mixup=1.0, w_blockwise=1.0, blockwise_inputs=inputs, center_teacher=False,
+               encoder=EncoderConfig(backbone="chip_resnet", input_size=112, dropout=0.0, head="pool"), **e2e)
+    straight, summary = run_training(cfg, att_cache, tmp_path / "a")
+    last = summary["history"][-1]
+    assert last["blockwise"] > 0 and "val_auc" in last
+    assert ("distill" in last) == end_to_end and (last["triplets"] > 0) == end_to_end
+    log = [json.loads(line) for line in (tmp_path / "a/log.jsonl").read_text().splitlines()]
+    bw = [r["blockwise"] for r in log if "blockwise" in r]
+    assert all(np.isfinite(bw)) and len(bw) == cfg.steps
+    if not end_to_end:       # alone, six steps already lower it; chained, the e2e losses pull too
+        assert bw[-1] < bw[0]
+    run_training(cfg, att_cache, tmp_path / "b", stop_at=4)
+    resumed, _ = run_training(cfg, att_cache, tmp_path / "b")
+    a, b = straight.state_dict(), resumed.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
