@@ -77,6 +77,9 @@ class TrainConfig:
     w_blockwise: float = 0.0      # with teacher_in_loop and a chip_resnet student: each block regressed on the
     # teacher's own block, fed the teacher's input to it (blockwise_loss); with w_triplet = w_distill =
     # w_relation = 0 the student's end-to-end pass is skipped
+    bias_lr_mult: float = 1.0     # biases' learning rate as a multiple of lr (and no weight decay on them):
+    # Adam moves a parameter by about lr per step, and dlib's folded biases are ~1 where a fresh
+    # convolution's are ~0.03, so a student taught dlib's blocks needs its biases to move faster
     blockwise_inputs: str = "teacher"  # "student": each block fed the student's own map instead (one
     # end-to-end pass with a hint at every block, FitNets-style), whose embedding the other losses use
 
@@ -318,7 +321,7 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     for g in optimizer.param_groups:
-        g["lr"] = lr_at(step, cfg)
+        g["lr"] = lr_at(step, cfg) * g.get("lr_mult", 1.0)
     model.train()
     dtype = autocast_dtype(cfg, device)
     loss, parts, n_triplets, e_local = torch.zeros((), device=device), {}, 0, None
@@ -402,6 +405,17 @@ def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: 
     return teacher
 
 
+def create_optimizer(model: FaceEncoder, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; with bias_lr_mult != 1, the biases in a second group, lr x bias_lr_mult, no decay."""
+    if cfg.bias_lr_mult == 1.0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    named = list(model.named_parameters())
+    biases = [p for n, p in named if n.endswith(".bias")]
+    rest = [p for n, p in named if not n.endswith(".bias")]
+    return torch.optim.AdamW([{"params": rest}, {"params": biases, "lr_mult": cfg.bias_lr_mult, "weight_decay": 0.0}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def init_weights(model: FaceEncoder, cfg: TrainConfig, center: torch.Tensor | None = None) -> None:
     """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart),
     or from a shallower one grown into this config's depths (face_encoder.grown_from), or from one
@@ -455,7 +469,7 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         model = model.to(memory_format=torch.channels_last)
     if cfg.cpu_bf16 and device.type == "cpu" and not cpu_has_bf16() and dist_info.main:
         print("cpu_bf16: this CPU has no native bfloat16; training in float32", file=sys.stderr)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = create_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     step, history = 0, []
     last = out / "last.pt"

@@ -267,3 +267,17 @@ def test_blockwise_distillation_trains_and_resumes(att_cache, tmp_path, inputs, 
     a, b = straight.state_dict(), resumed.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_bias_lr_mult_puts_biases_in_their_own_faster_group_without_decay():
+    from encoder.face_encoder import EncoderConfig, FaceEncoder
+    from encoder.train import create_optimizer
+
+    model = FaceEncoder(EncoderConfig(backbone="chip_resnet", input_size=112, dropout=0.0, head="pool"))
+    cfg = TrainConfig(encoder=model.config, lr=1e-3, weight_decay=0.01, bias_lr_mult=10.0)
+    opt = create_optimizer(model, cfg)
+    rest, biases = opt.param_groups
+    n_bias = sum(1 for n, _ in model.named_parameters() if n.endswith(".bias"))
+    assert len(biases["params"]) == n_bias == 30 and biases["weight_decay"] == 0.0 and biases["lr_mult"] == 10.0
+    assert len(rest["params"]) + n_bias == len(list(model.parameters())) and rest["weight_decay"] == 0.01
+    assert len(create_optimizer(model, TrainConfig(encoder=model.config)).param_groups) == 1   # old runs resume
