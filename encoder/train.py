@@ -82,6 +82,9 @@ class TrainConfig:
     # convolution's are ~0.03, so a student taught dlib's blocks needs its biases to move faster
     blockwise_inputs: str = "teacher"  # "student": each block fed the student's own map instead (one
     # end-to-end pass with a hint at every block, FitNets-style), whose embedding the other losses use
+    refit_head: int = 0           # with teacher_in_loop and a pool head: before a run's first step (not on
+    # resume), set the head by least squares on this many training photos and their mirror images
+    # (fit_pool_head); evaluated before and after
 
     def __post_init__(self):
         if self.mixup and not self.teacher_in_loop:
@@ -90,6 +93,8 @@ class TrainConfig:
                                      and self.encoder.head == "pool"):
             raise ValueError("w_blockwise needs teacher_in_loop and a chip_resnet backbone with a pool head: "
                              "the teacher's own topology, block for block")
+        if self.refit_head and not (self.teacher_in_loop and self.encoder.head == "pool"):
+            raise ValueError("refit_head needs teacher_in_loop and a pool head: a linear map of the pooled features")
         if self.blockwise_inputs not in ("teacher", "student"):
             raise ValueError(f"blockwise_inputs is 'teacher' or 'student', not {self.blockwise_inputs!r}")
 
@@ -267,6 +272,44 @@ def blockwise_loss(model: FaceEncoder, x: torch.Tensor, maps: list[torch.Tensor]
     loss = terms.mean()
     parts = {"blockwise": loss, "bw_stem": terms[0], "bw_head": terms[-1], "bw_worst": terms.max()}
     return loss, parts, F.normalize(preds[-1].float(), dim=1) if chained else None
+
+
+@torch.no_grad()
+def fit_pool_head(model: FaceEncoder, teacher, crops: torch.Tensor, descriptor_mean: torch.Tensor | None = None,
+                  ridge: float = 1e-4, batch: int = 128, dtype: torch.dtype | None = None) -> dict:
+    """Set a pool head (one linear layer on the pooled last map) in closed form: ridge least
+    squares of the teacher's raw descriptors (less `descriptor_mean`, as blockwise_loss's head
+    target) on the student's own pooled features, over `crops` (uint8 B x S x S x 3) and their
+    mirror images. The head is the one layer whose best value has a closed form; gradient
+    descent on it is slow, because pooled ReLU features share a large common mean (an
+    ill-conditioned problem), and after blockwise training the head must fit the student's
+    features, not the teacher's. ridge: relative to the mean diagonal of X^T X.
+    -> {head_rel_mse_before, head_rel_mse_after, head_fit_photos}: the relative squared error
+    of the head's output on these photos, as blockwise_loss measures it."""
+    model.eval()
+    feats, targets = [], []
+    for i in range(0, len(crops), batch):
+        pixels = crops[i:i + batch].permute(0, 3, 1, 2).float()
+        pixels = torch.cat([pixels, pixels.flip(3)])
+        d = teacher.descriptors(pixels.to(next(model.parameters()).device)).double().cpu()
+        x = pixels_to_input(pixels, model.config.input_size).to(next(model.parameters()).device)
+        with torch.autocast(device_type=x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            f = model.forward_features(x)
+        feats.append(f.float().mean((2, 3)).double().cpu())
+        targets.append(d if descriptor_mean is None else d - descriptor_mean.double().cpu())
+    f, y = torch.cat(feats), torch.cat(targets)
+    x = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
+    head = model.head_fc
+    w_old = torch.cat([head.weight.double().cpu(), head.bias.double().cpu()[:, None]], 1)
+    gram = x.T @ x
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    w = torch.linalg.solve(gram, x.T @ y).T                                # out x (in + 1)
+    rel = lambda w_: float(((x @ w_.T - y) ** 2).mean() / (y ** 2).mean())
+    out = {"head_rel_mse_before": round(rel(w_old), 5), "head_rel_mse_after": round(rel(w), 5),
+           "head_fit_photos": len(crops)}
+    head.weight.copy_(w[:, :-1].to(head.weight))
+    head.bias.copy_(w[:, -1].to(head.bias))
+    return out
 
 
 def mix_extra(pixels: torch.Tensor, n_pk: int, share: float, gen: torch.Generator
@@ -491,6 +534,16 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         step, history = state["step"], state["history"]
         if dist_info.main:
             print(f"resumed from {last} at step {step}", file=sys.stderr)
+    refit = None
+    if cfg.refit_head and not (resume and last.exists()) and dist_info.main:
+        rows = np.sort(np.random.default_rng([cfg.seed, 3]).permutation(data.train_idx)[:cfg.refit_head])
+        before = evaluate(model, data, device)
+        fit = fit_pool_head(model, in_loop, data.crops[torch.from_numpy(rows)],
+                            getattr(in_loop, "descriptor_mean", None) if cfg.center_teacher else None,
+                            dtype=autocast_dtype(cfg, device))
+        refit = {"step": 0, **fit, **{f"before_{k}": v for k, v in before.items()}, **evaluate(model, data, device)}
+        print(json.dumps({"refit_head": refit}), file=sys.stderr)
+    # (under torchrun, DistributedDataParallel's constructor gives every rank rank 0's weights)
     net = model
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -526,6 +579,9 @@ def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume
         if s % cfg.ckpt_every == 0 or s == cfg.steps:
             save_state(s)
 
+    if refit is not None:   # on record, and in last.pt: a resumed run does not refit again
+        history.append(refit)
+        log(0, {"refit_head": 1.0, **{k: float(v) for k, v in refit.items() if k != "step"}})
     t0, first_step = time.time(), step
     with tqdm(total=cfg.steps, initial=step, desc="train", unit="step", file=sys.stderr, disable=not main) as bar:
         while step < min(cfg.steps, stop_at or cfg.steps):

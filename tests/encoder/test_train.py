@@ -281,3 +281,64 @@ def test_bias_lr_mult_puts_biases_in_their_own_faster_group_without_decay():
     assert len(biases["params"]) == n_bias == 30 and biases["weight_decay"] == 0.0 and biases["lr_mult"] == 10.0
     assert len(rest["params"]) + n_bias == len(list(model.parameters())) and rest["weight_decay"] == 0.01
     assert len(create_optimizer(model, TrainConfig(encoder=model.config)).param_groups) == 1   # old runs resume
+
+
+def test_fit_pool_head_finds_the_teachers_head_in_closed_form(att_cache):
+    """fit_pool_head: a student that holds dlib's weights, its head scrambled, gets the teacher's
+    head back by least squares: its own outputs are the teacher's descriptors again (raw, or less a
+    mean where the teacher is centred), on the fitted photos and on photos it did not see."""
+    pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
+    from encoder.dlib_resnet import InLoopTeacher, chip_encoder_from_dlib
+    from encoder.face_encoder import EncoderConfig, preprocess
+    from encoder.train import fit_pool_head
+
+    model = chip_encoder_from_dlib(EncoderConfig(backbone="chip_resnet", input_size=112, dropout=0.0,
+                                                 head="pool")).eval()
+    teacher = InLoopTeacher()
+    crops = torch.from_numpy(np.array(att_cache.crops))
+    seen, unseen = crops[:64], crops[64:]
+    descriptors = {n: teacher.descriptors(c.permute(0, 3, 1, 2).float()) for n, c in (("seen", seen), ("unseen", unseen))}
+
+    def head_error(name, mean):
+        target = descriptors[name] if mean is None else descriptors[name] - mean
+        with torch.no_grad():
+            out = model.head_fc(model.forward_features(preprocess(seen if name == "seen" else unseen, 112)).mean((2, 3)))
+        return float((out - target).pow(2).mean() / target.pow(2).mean())
+
+    assert head_error("unseen", None) < 1e-8
+    for mean in (None, descriptors["seen"].mean(0)):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model.head_fc.weight.copy_(0.05 * torch.randn_like(model.head_fc.weight))
+            model.head_fc.bias.normal_()
+        scrambled = head_error("unseen", mean)
+        fit = fit_pool_head(model, teacher, seen, descriptor_mean=mean)
+        assert fit["head_fit_photos"] == 64 and fit["head_rel_mse_before"] > 0.5
+        # the model's own head now gives the teacher's descriptors on the fitted photos (128 rows for
+        # 257 unknowns: an exact fit there, and on unseen photos as close as 64 photos allow)
+        assert fit["head_rel_mse_after"] < 1e-3 and head_error("seen", mean) < 1e-3, fit
+        assert head_error("unseen", mean) < min(0.5, scrambled / 1000), (scrambled, head_error("unseen", mean))
+
+
+def test_refit_head_runs_once_before_the_first_step_and_is_on_record(att_cache, tmp_path):
+    """refit_head in a training run: evaluated before and after, first in the history and the
+    log, and not again when the run resumes (the resumed run equals the straight one)."""
+    pytest.importorskip("face_recognition_models", reason="the teacher extra is not installed (./dev teacher)")
+    from encoder.face_encoder import EncoderConfig
+
+    cfg = _cfg(teacher_in_loop=True, w_blockwise=1.0, w_triplet=0.0, w_distill=0.0, w_relation=0.0,
+               center_teacher=False, refit_head=48,
+               encoder=EncoderConfig(backbone="chip_resnet", input_size=112, dropout=0.0, head="pool"))
+    straight, summary = run_training(cfg, att_cache, tmp_path / "a")
+    refit = summary["history"][0]
+    assert refit["step"] == 0 and refit["head_fit_photos"] == 48
+    assert refit["head_rel_mse_after"] < refit["head_rel_mse_before"]
+    assert "before_val_auc" in refit and "val_auc" in refit
+    run_training(cfg, att_cache, tmp_path / "b", stop_at=4)
+    resumed, _ = run_training(cfg, att_cache, tmp_path / "b")
+    log = [json.loads(line) for line in (tmp_path / "b/log.jsonl").read_text().splitlines()]
+    assert sum("refit_head" in r for r in log) == 1
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    with pytest.raises(ValueError, match="refit_head needs teacher_in_loop"):
+        _cfg(refit_head=10)
