@@ -14,10 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def eval_rows(run: Path) -> list[dict]:
+def eval_rows(run: Path) -> tuple[list[dict], dict | None]:
+    """-> (the run's eval rows by step, its refit_head row (step 0, before and after) or None)."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     by_step = {r["step"]: r for r in rows if r.get("eval")}      # a re-logged final eval counts once
-    return [by_step[s] for s in sorted(by_step)]
+    refit = next((r for r in rows if r.get("refit_head")), None)
+    return [by_step[s] for s in sorted(by_step)], refit
 
 
 def main() -> None:
@@ -30,7 +32,11 @@ def main() -> None:
     offset = 0
     for spec in a.runs:
         run, _, label = spec.partition(":")
-        rows = eval_rows(Path(run))
+        rows, refit = eval_rows(Path(run))
+        if refit:       # the head set by least squares before step 1: a jump at the run's start
+            rows = [refit, *rows]
+            for ax, key in ((acc_ax, "val_acc"), (auc_ax, "val_auc")):
+                ax.plot([offset], [refit[f"before_{key}"]], marker="x", color="black")
         steps = [offset + r["step"] for r in rows]
         acc_ax.plot(steps, [r["val_acc"] for r in rows], marker="o", label=label or run)
         auc_ax.plot(steps, [r["val_auc"] for r in rows], marker="o", label=label or run)

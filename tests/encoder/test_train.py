@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -340,5 +341,8 @@ def test_refit_head_runs_once_before_the_first_step_and_is_on_record(att_cache, 
     assert sum("refit_head" in r for r in log) == 1
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+    # a run of 0 steps refits the head alone (after end-to-end training has moved the head off)
+    _, only = run_training(replace(cfg, steps=0), att_cache, tmp_path / "c")
+    assert [r["step"] for r in only["history"]] == [0] and only["final"]["head_fit_photos"] == 48
     with pytest.raises(ValueError, match="refit_head needs teacher_in_loop"):
         _cfg(refit_head=10)
