@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from encoder.checkpoint import (FORMAT, CheckpointError, load_checkpoint, record_in_checkpoint, save_checkpoint,
                                 weights_digest)
@@ -318,3 +319,23 @@ def test_bfloat16_embedder_is_close_to_float32_and_unit_length(tmp_path, flip):
     cos = (f32 * b16).sum(1)
     assert cos.min() > 0.99                  # the same encoder, in coarser arithmetic
     assert not np.array_equal(f32, b16)      # and really computed in bfloat16
+
+
+def test_bfloat16_embedder_runs_channels_last_with_the_same_embeddings(tmp_path):
+    """A bfloat16 checkpoint is embedded in NHWC (faster convolutions on the CPU): the layout
+    changes, the embeddings do not (beyond bfloat16's own rounding); float32 ones stay NCHW."""
+    from encoder.embedder import Embedder
+    from encoder.face_encoder import preprocess
+
+    crops = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")
+    model, meta = load_checkpoint(tmp_path / "b.pt")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        nchw = F.normalize(model.eval()(preprocess(crops, model.config.input_size)).float(), dim=1).numpy()
+    emb = Embedder(model, meta, aligner=object())
+    conv = next(p for p in emb.model.parameters() if p.ndim == 4)
+    assert emb.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    cos = (emb.embed_crops(crops) * nchw).sum(1)
+    assert cos.min() > 0.999, cos
+    save_checkpoint(tmp_path / "f.pt", _model(), name="tiny")
+    assert not Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object()).channels_last
