@@ -287,12 +287,12 @@ def fit_pool_head(model: FaceEncoder, teacher, crops: torch.Tensor, descriptor_m
     -> {head_rel_mse_before, head_rel_mse_after, head_fit_photos}: the relative squared error
     of the head's output on these photos, as blockwise_loss measures it."""
     model.eval()
+    device = next(model.parameters()).device
     feats, targets = [], []
     for i in range(0, len(crops), batch):
-        pixels = crops[i:i + batch].permute(0, 3, 1, 2).float()
-        pixels = torch.cat([pixels, pixels.flip(3)])
-        d = teacher.descriptors(pixels.to(next(model.parameters()).device)).double().cpu()
-        x = pixels_to_input(pixels, model.config.input_size).to(next(model.parameters()).device)
+        pixels = torch.cat([p := crops[i:i + batch].permute(0, 3, 1, 2).float(), p.flip(3)]).to(device)
+        d = teacher.descriptors(pixels).double().cpu()
+        x = pixels_to_input(pixels, model.config.input_size)
         with torch.autocast(device_type=x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             f = model.forward_features(x)
         feats.append(f.float().mean((2, 3)).double().cpu())
