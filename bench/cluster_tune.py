@@ -25,7 +25,13 @@ from encoder.embedder import Embedder  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 from index.kmeans import choose_k, choose_k_by_distance, kmeans  # noqa: E402
 
-CUTS = [round(c, 3) for c in np.arange(0.80, 1.36, 0.025)]
+# cuts as multiples of the encoder's own Verify threshold (FAR 1e-3): distances are each
+# encoder's own scale (s96fm2's threshold 0.76 and cut 1.1; a dlib-like encoder's 0.30)
+CUT_MULTIPLES = np.arange(0.90, 2.21, 0.025)
+
+
+def cut_grid(threshold: float) -> list[float]:
+    return sorted({round(float(threshold * m), 3) for m in CUT_MULTIPLES})
 
 
 def main():
@@ -53,7 +59,10 @@ def main():
             if v is not None:
                 vec[p] = (n, v)
     rng = random.Random(a.seed)
-    methods = {f"average@{c}": ("average", c) for c in CUTS} | {f"complete@{c}": ("complete", c) for c in CUTS}
+    if not emb.meta.get("threshold"):
+        sys.exit("cluster_tune: the checkpoint has no calibrated Verify threshold; run calibrate first")
+    cuts = cut_grid(emb.meta["threshold"])
+    methods = {f"average@{c}": ("average", c) for c in cuts} | {f"complete@{c}": ("complete", c) for c in cuts}
     scores = {m: [] for m in [*methods, "silhouette-kmeans"]}
     ks = {m: [] for m in scores}
     for _ in tqdm(range(a.sets), desc="sets", file=sys.stderr):

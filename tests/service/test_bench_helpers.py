@@ -34,3 +34,16 @@ def test_wilson_interval_contains_the_rate_and_narrows_with_n():
     lo2, hi2 = door_run.wilson(40, 1000)
     assert lo < lo2 < 0.04 < hi2 < hi
     assert door_run.wilson(0, 50)[0] == 0.0 and door_run.wilson(0, 0) == [0.0, 1.0]
+
+
+def test_cluster_cuts_follow_the_encoders_own_distance_scale():
+    spec = importlib.util.spec_from_file_location("cluster_tune", Path(__file__).resolve().parents[2] / "bench/cluster_tune.py")
+    cluster_tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_tune)
+    # s96fm2 (Verify threshold 0.7647) was cut at 1.1; a dlib-like encoder's threshold is ~0.30
+    wide = cluster_tune.cut_grid(0.7647)
+    assert wide[0] == pytest.approx(0.688, abs=1e-3) and wide[-1] == pytest.approx(1.682, abs=2e-3)
+    assert any(abs(c - 1.1) < 0.01 for c in wide)
+    narrow = cluster_tune.cut_grid(0.2986)
+    assert narrow[0] == pytest.approx(0.269, abs=1e-3) and max(narrow) < 0.66
+    assert narrow == sorted(set(narrow)) and len(narrow) > 40
