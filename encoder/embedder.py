@@ -1,6 +1,11 @@
 """Photo -> aligned face -> 128-d embedding: the aligner and the encoder together."""
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +15,8 @@ import torch.nn.functional as F
 from .align import AlignConfig, FaceAligner, FaceAlignment, centre_crop
 from .checkpoint import load_checkpoint
 from .face_encoder import FaceEncoder, preprocess
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +44,21 @@ class Embedder:
         self.channels_last = self.bf16
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # On the CPU, the network is traced and frozen once per batch size (TorchScript): the
+        # autocast casts and oneDNN's weight reorders are then done once, not at every call
+        # (a chip_resnet in bfloat16, 1 thread, batch 1: ~13 ms eager -> ~7 ms frozen; the
+        # embeddings agree to cos > 0.9999). FACEGATE_FROZEN=0 turns it off; a model that
+        # cannot be traced runs eagerly.
+        self.frozen = (self.device.type == "cpu" and self.bf16
+                       and os.environ.get("FACEGATE_FROZEN", "1") != "0")
+        self._frozen: OrderedDict[int, torch.jit.ScriptModule] = OrderedDict()
+        self._frozen_lock = threading.Lock()
+
+    @property
+    def arithmetic(self) -> str:
+        """How the network is computed: embeddings of one version computed two ways differ by
+        rounding, so caches of embeddings are keyed by this as well as by the version."""
+        return ("bfloat16" if self.bf16 else "float32") + ("-frozen" if self.frozen else "-eager")
 
     @classmethod
     def from_checkpoint(cls, path=None, device="cpu") -> "Embedder":
@@ -55,14 +77,43 @@ class Embedder:
             x = torch.cat([x, x.flip(3)])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            e = self.model(x)
+        net = self._frozen_for(x) if self.frozen else None
+        if net is not None:
+            e = net(x)
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                e = self.model(x)
         e = e.float()
         if self.bf16:                     # unit length in float32, as a float32 encoder gives it
             e = F.normalize(e, dim=1)
         if self.flip:
             e = F.normalize(e[:len(e) // 2] + e[len(e) // 2:], dim=1)
         return e.cpu().numpy()
+
+    FROZEN_BATCH_SIZES = 4      # graphs kept (least recently used dropped): 1 and 2 serve requests
+
+    def _frozen_for(self, x: torch.Tensor):
+        """The frozen graph for x's batch size (traced on first use), or None: eager then."""
+        n = len(x)
+        with self._frozen_lock:
+            if n in self._frozen:
+                self._frozen.move_to_end(n)
+                return self._frozen[n]
+            try:
+                # traced outside inference mode (a frozen graph cannot hold inference tensors),
+                # under the same autocast the eager model runs in
+                with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), \
+                        torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False):
+                    warnings.simplefilter("ignore")
+                    net = torch.jit.freeze(torch.jit.trace(self.model, x.clone(), check_trace=False))
+            except Exception as exc:                        # noqa: BLE001 - eager is always right
+                log.warning("embedder: tracing failed (%s); running the network eagerly", exc)
+                self.frozen = False
+                return None
+            self._frozen[n] = net
+            if len(self._frozen) > self.FROZEN_BATCH_SIZES:
+                self._frozen.popitem(last=False)
+            return net
 
     def align(self, img: np.ndarray) -> FaceAlignment:
         return self.aligner.align(img)

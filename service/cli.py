@@ -183,7 +183,7 @@ def _calibrate_night(a, emb) -> int:
     # the darkened probes' distances depend on the encoder, the day/night gate, the pair list and
     # the seed, not on the targets: kept in a cache, so calibrating other targets takes seconds
     gate_file = Path(a.daynight) if a.daynight else DAYNIGHT_CHECKPOINT
-    key = hashlib.sha256(json.dumps([emb.version, hashlib.sha256(gate_file.read_bytes()).hexdigest(),
+    key = hashlib.sha256(json.dumps([emb.version, emb.arithmetic, hashlib.sha256(gate_file.read_bytes()).hexdigest(),
                                      hashlib.sha256(Path(a.pairs).read_bytes()).hexdigest(), a.seed])
                          .encode()).hexdigest()[:16]
     cache = Path(__file__).resolve().parents[1] / ".cache" / "facegate" / "night" / f"{key}.npz"

@@ -339,3 +339,36 @@ def test_bfloat16_embedder_runs_channels_last_with_the_same_embeddings(tmp_path)
     assert cos.min() > 0.999, cos
     save_checkpoint(tmp_path / "f.pt", _model(), name="tiny")
     assert not Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object()).channels_last
+
+
+def test_bfloat16_embedder_freezes_the_network_per_batch_size_with_the_same_embeddings(tmp_path, monkeypatch):
+    """On the CPU a bfloat16 checkpoint runs as a frozen TorchScript graph, one per batch size
+    (least recently used dropped): the same embeddings as the eager autocast model, within
+    bfloat16's rounding; FACEGATE_FROZEN=0 and an untraceable model run eagerly."""
+    from encoder.embedder import Embedder
+
+    rng = np.random.default_rng(2)
+    save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")
+    emb = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    monkeypatch.setenv("FACEGATE_FROZEN", "0")
+    eager = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    assert emb.frozen and not eager.frozen
+    assert (emb.arithmetic, eager.arithmetic) == ("bfloat16-frozen", "bfloat16-eager")   # keys caches
+    for n in (1, 2, 3, 5, 7, 1):
+        crops = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        got, want = emb.embed_crops(crops), eager.embed_crops(crops)
+        assert got.shape == want.shape == (n, CFG.embedding_dim) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+        assert (got * want).sum(1).min() > 0.999
+    # batch sizes 1, 2, 3, 5, 7 were traced; 4 are kept, 1 (used last) among them
+    assert list(emb._frozen) == [3, 5, 7, 1]
+    assert all(isinstance(g, torch.jit.ScriptModule) for g in emb._frozen.values())
+    assert not eager._frozen
+
+    def untraceable(*a, **k):
+        raise RuntimeError("no trace")
+    broken = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    monkeypatch.setattr(torch.jit, "trace", untraceable)
+    monkeypatch.delenv("FACEGATE_FROZEN")
+    crops = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert (broken.embed_crops(crops) * eager.embed_crops(crops)).sum(1).min() > 0.999
+    assert not broken.frozen and not broken._frozen
