@@ -182,6 +182,8 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(genuine_d, bins=30, alpha=0.6, label="owner's probe")
         ax.hist(impostor_d, bins=30, alpha=0.6, label="someone else's card")
+        if verify_threshold:
+            ax.axvline(verify_threshold, color="k", ls="--", lw=1, label=f"site threshold {verify_threshold:.3f}")
         ax.set_xlabel("distance (Euclidean, unit vectors)")
         ax.set_ylabel("verify calls")
         ax.legend()
