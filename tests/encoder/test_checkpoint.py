@@ -372,3 +372,22 @@ def test_bfloat16_embedder_freezes_the_network_per_batch_size_with_the_same_embe
     crops = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     assert (broken.embed_crops(crops) * eager.embed_crops(crops)).sum(1).min() > 0.999
     assert not broken.frozen and not broken._frozen
+
+
+def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp_path):
+    """The service embeds on a pool of model threads: concurrent calls, the first of which
+    trace the graph, give what sequential ones give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from encoder.embedder import Embedder
+
+    save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")
+    crops = np.random.default_rng(3).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    emb = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda c: emb.embed_crops(c[None])[0], crops))
+    want = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object()).embed_crops(crops[:1])
+    assert list(emb._frozen) == [1]
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+    for c, g in zip(crops, got):
+        np.testing.assert_allclose(g, emb.embed_crops(c[None])[0], atol=1e-6)
