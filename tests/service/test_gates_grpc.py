@@ -59,14 +59,20 @@ class InProcessServer:
 
 
 class FaceModelCalls:
-    """Counts forward calls of MTCNN's three networks and of the face encoder."""
+    """Counts forward calls of MTCNN's three networks and runs of the face encoder (through the
+    Embedder, whichever way it computes the network: eagerly or as a frozen graph)."""
 
     def __init__(self, pipeline):
         self.n = {"mtcnn": 0, "encoder": 0}
         mtcnn = pipeline.embedder.aligner.mtcnn
         for net in (mtcnn.pnet, mtcnn.rnet, mtcnn.onet):
             net.register_forward_pre_hook(lambda *_: self._count("mtcnn"))
-        pipeline.embedder.model.register_forward_pre_hook(lambda *_: self._count("encoder"))
+        embed_crops = pipeline.embedder.embed_crops
+
+        def counted(crops):
+            self._count("encoder")
+            return embed_crops(crops)
+        pipeline.embedder.embed_crops = counted
 
     def _count(self, what):
         self.n[what] += 1
