@@ -40,7 +40,7 @@ class Embedder:
         self.bf16 = meta.get("preprocessing", {}).get("precision", "float32") == "bfloat16"
         # and there in NHWC (channels_last), where oneDNN's bfloat16 convolutions are fastest: a
         # chip_resnet, 1 thread, batch 1, 11.3 ms NCHW -> 7.6 ms. Layout only, the same arithmetic;
-        # float32 checkpoints (the shipped one among them) keep NCHW, bit for bit as before
+        # float32 checkpoints keep NCHW, bit for bit as before
         self.channels_last = self.bf16
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
