@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a trained checkpoint the shipped default: calibrate its thresholds on pairs_calib.tsv
 # (Verify FAR 1e-3, Identify 1e-4, by day and at night, TOO_DARK, the clustering cut), record its results on the DevTest pair lists inside it, draw the ROC curves,
-# and re-pin the golden distances. Usage: [PRECISION=bfloat16] scripts/release_encoder.sh runs/s64/encoder.pt
+# and re-pin the golden distances. Usage: [PRECISION=bfloat16] [FLIP=1] scripts/release_encoder.sh runs/s64/encoder.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CK=${1:?usage: $0 CHECKPOINT}
@@ -14,6 +14,10 @@ cp "$CK" encoder/weights/default.pt
 # calibration below is then done in that arithmetic, as the service will run it)
 if [ -n "${PRECISION:-}" ]; then
   .venv/bin/python -c "import sys; from encoder.checkpoint import record_in_checkpoint as r; print(r('encoder/weights/default.pt', precision=sys.argv[1]))" "$PRECISION"
+fi
+# FLIP=1: every face is embedded with its mirror image and the two averaged (a new version too)
+if [ "${FLIP:-0}" = 1 ]; then
+  .venv/bin/python -c "from encoder.checkpoint import record_in_checkpoint as r; print(r('encoder/weights/default.pt', flip_average=True))"
 fi
 $FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --write-checkpoint --json | tee "$OUT/calibrate_pairs_calib.json"
 # Identify's stricter default: one probe meets N enrolled people, so its per-pair FAR is 1e-4

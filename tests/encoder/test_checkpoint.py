@@ -391,3 +391,28 @@ def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp
     np.testing.assert_allclose(got[0], want[0], atol=1e-6)
     for c, g in zip(crops, got):
         np.testing.assert_allclose(g, emb.embed_crops(c[None])[0], atol=1e-6)
+
+
+def test_flip_averaging_frozen_embedder_is_mirror_invariant_and_matches_eager(tmp_path, monkeypatch):
+    """A flip-averaging bfloat16 checkpoint (the shipped kind since session 15): one face runs
+    as a batch of two (the face and its mirror image) through the frozen graph; the result is
+    the normalised mean of the two views, so a face and its mirror image get one embedding."""
+    from encoder.embedder import Embedder
+
+    save_checkpoint(tmp_path / "f.pt", _model(), name="tiny", precision="bfloat16", flip_average=True)
+    emb = Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object())
+    monkeypatch.setenv("FACEGATE_FROZEN", "0")
+    eager = Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object())
+    assert emb.flip and emb.frozen and eager.flip and not eager.frozen
+    crops = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    got = emb.embed_crops(crops)
+    assert list(emb._frozen) == [6]                      # 3 faces + their 3 mirror images
+    mirrored = emb.embed_crops(np.ascontiguousarray(crops[:, :, ::-1]))
+    np.testing.assert_allclose(got, mirrored, atol=1e-6)
+    # the eager model, one view at a time, averaged by hand
+    eager.flip = False
+    by_hand = eager.embed_crops(crops) + eager.embed_crops(np.ascontiguousarray(crops[:, :, ::-1]))
+    by_hand /= np.linalg.norm(by_hand, axis=1, keepdims=True)
+    assert (got * by_hand).sum(1).min() > 0.999
+    # and it is not the single view's embedding
+    assert (got * eager.embed_crops(crops)).sum(1).min() < 0.99999
