@@ -126,9 +126,14 @@ class Embedder:
             return Embedding(a, None)
         return Embedding(a, self.embed_crops(a.crop[None])[0])
 
-    def embed_for_evaluation(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
+    def crop_for_evaluation(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
         """CONTRACT.md's evaluation rule: the chosen face, or a centre crop when none is found.
-        Returns (vector, face_found)."""
+        Returns (crop, face_found)."""
         a = self.aligner.align(img)
         crop = a.crop if a.crop is not None else centre_crop(img, self.aligner.config.crop_size)
-        return self.embed_crops(crop[None])[0], a.crop is not None
+        return crop, a.crop is not None
+
+    def embed_for_evaluation(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The evaluation rule's crop, embedded. Returns (vector, face_found)."""
+        crop, found = self.crop_for_evaluation(img)
+        return self.embed_crops(crop[None])[0], found

@@ -27,7 +27,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from encoder.align import centre_crop  # noqa: E402
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 from encoder.pair_eval import PairList  # noqa: E402
@@ -45,9 +44,7 @@ def aligned_crops(emb: Embedder, lfw: Path, paths: list[str], cache: Path) -> np
             return z["crops"]
     out = []
     for n, p in enumerate(paths):
-        img = decode_image(lfw / p)
-        a = emb.align(img)
-        out.append(a.crop if a.crop is not None else centre_crop(img, emb.aligner.config.crop_size))
+        out.append(emb.crop_for_evaluation(decode_image(lfw / p))[0])
         if n % 250 == 0:
             print(f"aligned {n}/{len(paths)}", file=sys.stderr, flush=True)
     crops = np.stack(out)
