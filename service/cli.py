@@ -68,7 +68,7 @@ def cmd_train(a) -> int:
                                    "extra": a.extra_per_batch, "lr": a.lr,
                                    "miner": a.miner, "margin": a.margin, "device": a.device, "seed": a.seed,
                                    "threads": a.threads, "eval_every": a.eval_every,
-                                   "ckpt_every": a.ckpt_every}.items() if v is not None}
+                                   "ckpt_every": a.ckpt_every, "init_from": a.init_from}.items() if v is not None}
     cfg = TrainConfig.from_dict({**base, **overrides, "encoder": enc})
     if cfg.device.startswith("cuda"):
         import torch
@@ -454,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("eval-every", int), ("ckpt-every", int)]:
         t.add_argument(f"--{name}", type=typ)
     t.add_argument("--miner", choices=["semihard", "batchhard"])
+    t.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (or 'dlib'): one config serves each restart of a phase")
     t.add_argument("--device", help="cpu, cuda, cuda:N")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)

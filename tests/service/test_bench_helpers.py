@@ -47,3 +47,21 @@ def test_cluster_cuts_follow_the_encoders_own_distance_scale():
     narrow = cluster_tune.cut_grid(0.2986)
     assert narrow[0] == pytest.approx(0.269, abs=1e-3) and max(narrow) < 0.66
     assert narrow == sorted(set(narrow)) and len(narrow) > 40
+
+
+
+def test_cluster_cut_takes_the_tightest_within_one_standard_error():
+    spec = importlib.util.spec_from_file_location("cluster_tune", Path(__file__).resolve().parents[2] / "bench/cluster_tune.py")
+    cluster_tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_tune)
+    methods = {"complete@0.3": ("complete", 0.30), "complete@0.35": ("complete", 0.35), "complete@0.4": ("complete", 0.40),
+               "complete@0.45": ("complete", 0.45), "average@0.3": ("average", 0.30)}
+    scores = {"complete@0.3": [0.70, 0.72], "complete@0.35": [0.955, 0.975], "complete@0.4": [0.96, 0.98],
+              "complete@0.45": [0.80, 0.82], "average@0.3": [0.99, 0.99]}
+    # only the top method's own cuts are candidates
+    assert cluster_tune.one_se_cut(methods, scores, "average@0.3") == "average@0.3"
+    # complete@0.4 scores 0.97 (s.e. 0.01): 0.35 (0.965) is within one s.e. and tighter; 0.3 is not
+    assert cluster_tune.one_se_cut(methods, scores, "complete@0.4") == "complete@0.35"
+    # with no spread at the top, nothing below it qualifies
+    tight = scores | {"complete@0.4": [0.97, 0.97]}
+    assert cluster_tune.one_se_cut(methods, tight, "complete@0.4") == "complete@0.4"

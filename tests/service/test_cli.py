@@ -81,7 +81,8 @@ def test_compare_tells_the_same_person_from_another(lfw):
 
 def test_train_exports_a_checkpoint_and_fine_tunes_from_it(data_dir, tmp_path):
     """`facegate train` end to end on 6 AT&T people: a crop cache, a run folder, an exported
-    checkpoint; then a second run that starts from it records the version it started from."""
+    checkpoint; then a second run of the same config that starts from it (--init-from) records the
+    version it started from."""
     people = tmp_path / "att6"
     people.mkdir()
     for i in range(1, 7):
@@ -95,11 +96,13 @@ def test_train_exports_a_checkpoint_and_fine_tunes_from_it(data_dir, tmp_path):
     assert rc == 0, err
     assert out[-1]["checkpoint"] == str(tmp_path / "a.pt") and out[-1]["version"].startswith("base-")
     assert (tmp_path / "a/last.pt").exists() and (tmp_path / "a/log.jsonl").exists()
-    (tmp_path / "b.json").write_text(json.dumps({**small, "init_from": str(tmp_path / "a.pt")}))
-    rc, out2, err = run("train", *common, "--config", tmp_path / "b.json", "--out", tmp_path / "b",
-                        "--export", tmp_path / "b.pt", "--name", "tuned")
+    rc, out2, err = run("train", *common, "--config", tmp_path / "a.json", "--init-from", tmp_path / "a.pt",
+                        "--out", tmp_path / "b", "--export", tmp_path / "b.pt", "--name", "tuned")
     assert rc == 0, err
     from encoder.checkpoint import read_meta
 
-    assert read_meta(tmp_path / "b.pt")["training"]["init_from"] == out[-1]["version"]
+    meta = read_meta(tmp_path / "b.pt")
+    assert meta["training"]["init_from"] == out[-1]["version"]
+    assert meta["training"]["config"]["init_from"] == str(tmp_path / "a.pt")   # the effective config, flag included
+    assert json.loads((tmp_path / "b/config.json").read_text())["init_from"] == str(tmp_path / "a.pt")
     assert out2[-1]["version"].startswith("tuned-") and out2[-1]["version"] != out[-1]["version"]
