@@ -49,7 +49,6 @@ def test_cluster_cuts_follow_the_encoders_own_distance_scale():
     assert narrow == sorted(set(narrow)) and len(narrow) > 40
 
 
-
 def test_cluster_cut_takes_the_tightest_within_one_standard_error():
     spec = importlib.util.spec_from_file_location("cluster_tune", Path(__file__).resolve().parents[2] / "bench/cluster_tune.py")
     cluster_tune = importlib.util.module_from_spec(spec)
