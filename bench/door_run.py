@@ -5,8 +5,9 @@ others are probes), then for every probe: Verify as its owner (a false reject if
 as another enrolled person, or as --impostors others (a false accept if ACCEPT), and Identify
 it (identified as the right person, as a wrong one, or "unknown"); then Identify photos of N
 other DevTest people who were never enrolled (strangers: "unknown" is right). Rates come with
-their 95% Wilson intervals. Prints one JSON object and writes a
-PNG of the verify distances beside it.
+their 95% Wilson intervals; each false reject is listed with its photo, reason and distance (a
+photo refused before comparison, MULTIPLE_FACES or no usable face, has a reason and no distance).
+Prints one JSON object and writes a PNG of the verify distances beside it.
 
   python bench/door_run.py --server 127.0.0.1:50051 [--people 100] [--probes 3] [--impostors 1] [--out bench/out/door]
 """
@@ -103,6 +104,7 @@ def main():
     site = ["--site", a.site] if a.site else []
     counts = defaultdict(int)
     genuine_d, impostor_d = [], []
+    false_rejects = []   # each owner turned away: which photo, why (a refusal has a reason, no distance)
     n_calls = 0
     verify_threshold = None
     for i, n in enumerate(enrolled):
@@ -117,6 +119,10 @@ def main():
                 counts["probe_no_usable_face"] += 1
             counts["genuine"] += 1
             counts["false_reject"] += rc != 0
+            if rc != 0:
+                false_rejects.append({"probe": str(Path(probe).relative_to(a.lfw)), "rc": rc,
+                                      "decision": r.get("decision"), "reason": r.get("reason") or None,
+                                      "distance": r.get("distance")})
             if r.get("distance") is not None:
                 genuine_d.append(r["distance"])
             for other in others:
@@ -154,6 +160,7 @@ def main():
         "verify_frr_95ci": wilson(counts["false_reject"], counts["genuine"]),
         "verify_far_95ci": wilson(counts["false_accept"], counts["impostor"]),
         "probes_without_usable_face": counts["probe_no_usable_face"],
+        "verify_false_rejects": false_rejects,
         "identify_enrolled_probes": counts["identify_enrolled"],
         "identified_right_rate": round(counts["identified_right"] / max(counts["identify_enrolled"], 1), 4),
         "identified_wrong_rate": round(counts["identified_wrong"] / max(counts["identify_enrolled"], 1), 4),
