@@ -79,6 +79,7 @@ def main():
     import torch
 
     from encoder.embedder import Embedder
+    from encoder.precision import machine_info
 
     torch.set_num_threads(1)
     pairs = PairList.read(a.pairs)
@@ -88,7 +89,8 @@ def main():
     emb = Embedder.from_checkpoint(a.checkpoint)
     fg = embed_photos(emb, a.root, photos, threads=1, desc="facegate")
     d, rep = score(pairs, fg.vectors)
-    out["facegate"] = {**rep, "encoder_version": emb.version, "no_face": fg.no_face,
+    out["machine"] = machine_info()
+    out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
                        "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
     curves[f"facegate {emb.version}"] = roc(d, pairs.same)[1:]
     if not a.no_peer:

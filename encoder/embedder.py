@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .align import AlignConfig, FaceAligner, FaceAlignment, centre_crop
 from .checkpoint import load_checkpoint
 from .face_encoder import FaceEncoder, preprocess
+from .precision import runtime_bf16
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,19 @@ class Embedder:
         self.aligner = aligner or FaceAligner(AlignConfig(crop_size=crop), device=device)
         # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)
         self.flip = bool(meta.get("preprocessing", {}).get("flip_average", False))
-        # bfloat16 autocast where the checkpoint says so (it was trained under the same autocast);
-        # float32 otherwise
-        self.bf16 = meta.get("preprocessing", {}).get("precision", "float32") == "bfloat16"
-        # and there in NHWC (channels_last), where oneDNN's bfloat16 convolutions are fastest: a
-        # chip_resnet, 1 thread, batch 1, 11.3 ms NCHW -> 7.6 ms. Layout only, the same arithmetic;
-        # float32 checkpoints keep NCHW, bit for bit as before
-        self.channels_last = self.bf16
+        # bfloat16 autocast where the checkpoint was calibrated so (it was trained under the same
+        # autocast) and this hardware computes bfloat16 natively; float32 otherwise, where emulated
+        # bfloat16 would be several times slower (encoder/precision.py)
+        self.declared = meta.get("preprocessing", {}).get("precision", "float32")
+        self.bf16 = runtime_bf16(self.declared, self.device)
+        if self.declared == "bfloat16" and not self.bf16:
+            log.info("embedder: %s was calibrated in bfloat16, which this %s does not compute natively: "
+                     "running it in float32", self.version, self.device.type.upper())
+        # and there in NHWC (channels_last), where oneDNN's convolutions are fastest: a
+        # chip_resnet, 1 thread, batch 1, 11.3 ms NCHW -> 7.6 ms in bfloat16 (AMX), 25 -> 22 ms for
+        # both views in float32 (AVX2). Layout only, the same arithmetic; float32 checkpoints keep
+        # NCHW, bit for bit as before
+        self.channels_last = self.declared == "bfloat16"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # On the CPU, the network is traced and frozen once per batch size (TorchScript): the
@@ -49,7 +56,7 @@ class Embedder:
         # (a chip_resnet in bfloat16, 1 thread, batch 1: ~13 ms eager -> ~7 ms frozen; the
         # embeddings agree to cos > 0.9999). FACEGATE_FROZEN=0 turns it off; a model that
         # cannot be traced runs eagerly.
-        self.frozen = (self.device.type == "cpu" and self.bf16
+        self.frozen = (self.device.type == "cpu" and self.channels_last
                        and os.environ.get("FACEGATE_FROZEN", "1") != "0")
         self._frozen: OrderedDict[int, torch.jit.ScriptModule] = OrderedDict()
         self._frozen_lock = threading.Lock()
@@ -103,7 +110,7 @@ class Embedder:
                 # traced outside inference mode (a frozen graph cannot hold inference tensors),
                 # under the same autocast the eager model runs in
                 with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), \
-                        torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False):
+                        torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
                     warnings.simplefilter("ignore")
                     net = torch.jit.freeze(torch.jit.trace(self.model, x.clone(), check_trace=False))
             except Exception as exc:                        # noqa: BLE001 - eager is always right

@@ -14,7 +14,6 @@ written atomically every `ckpt_every` steps; every random draw is a function of 
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -37,6 +36,7 @@ from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
 from .pk_sampler import PKSampler
+from .precision import cpu_has_bf16
 from .triplet_margin_loss import TripletMarginLoss
 
 
@@ -390,16 +390,6 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     out["loss"] = loss.item()
     out["triplets"] = n_triplets
     return out
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX); else PyTorch emulates
-    it, slower than float32. A private PyTorch call, so any failure reads as 'no'."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

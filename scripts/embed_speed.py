@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
+from encoder.precision import machine_info  # noqa: E402
 
 
 def main():
@@ -36,6 +37,13 @@ def main():
     paths = sorted({p for line in (lfw / "pairs_devtest.tsv").read_text().splitlines()
                     for p in line.split("\t")[:2]})[:a.photos]
     frozen = Embedder.from_checkpoint(None)
+    declared = None
+    if frozen.declared == "bfloat16" and not frozen.bf16:
+        # bfloat16 is not native here, so the Embedder computes in float32: time the checkpoint's
+        # own arithmetic too, to show what the choice saves (encoder/precision.py)
+        os.environ["FACEGATE_PRECISION"] = "bfloat16"
+        declared = Embedder.from_checkpoint(None)
+        del os.environ["FACEGATE_PRECISION"]
     os.environ["FACEGATE_FROZEN"] = "0"
     eager = Embedder.from_checkpoint(None)
     peer = None
@@ -47,6 +55,8 @@ def main():
     imgs = [decode_image(lfw / p) for p in paths]
     crops = [c for c in (frozen.align(i).crop for i in imgs) if c is not None]
     ways = {"eager": eager.embed_crops, "frozen": frozen.embed_crops}
+    if declared is not None:
+        ways["frozen_emulated_bfloat16"] = declared.embed_crops
     for f in ways.values():
         for c in crops[:5]:
             f(c[None])
@@ -59,7 +69,9 @@ def main():
             times[k].append(time.perf_counter() - t0)
             vecs[k].append(v)
     out = {"checkpoint_version": frozen.version, "precision": "bfloat16" if frozen.bf16 else "float32",
-           "photos": len(crops), "threads": 1}
+           "arithmetic": {k: e.arithmetic for k, e in (("frozen", frozen), ("eager", eager))
+                          + ((("frozen_emulated_bfloat16", declared),) if declared else ())},
+           "machine": machine_info(), "photos": len(crops), "threads": 1}
     out |= {f"ms_per_face_{k}": round(1000 * float(np.median(t)), 2) for k, t in times.items()}
     if peer is not None:
         pt = []

@@ -118,8 +118,9 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
 async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     server, port = await create_server(settings, deps)
     status = deps.pipeline.status()
-    log.info("facegate serving on port %d: encoder %s, %d subjects, %d templates, data %s", port,
-             status["encoder_version"], status["subjects"], status["templates"], settings.data_dir)
+    log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s", port,
+             status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
+             settings.data_dir)
     if ready:
         ready(port)
     stop = asyncio.Event()

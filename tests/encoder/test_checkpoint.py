@@ -304,8 +304,10 @@ def test_unknown_precision_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_bfloat16_embedder_is_close_to_float32_and_unit_length(tmp_path, flip):
+def test_bfloat16_embedder_is_close_to_float32_and_unit_length(tmp_path, flip, monkeypatch):
     from encoder.embedder import Embedder
+
+    monkeypatch.setenv("FACEGATE_PRECISION", "bfloat16")    # in bfloat16 even where it is emulated
 
     crops = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     out = {}
@@ -321,11 +323,13 @@ def test_bfloat16_embedder_is_close_to_float32_and_unit_length(tmp_path, flip):
     assert not np.array_equal(f32, b16)      # and really computed in bfloat16
 
 
-def test_bfloat16_embedder_runs_channels_last_with_the_same_embeddings(tmp_path):
+def test_bfloat16_embedder_runs_channels_last_with_the_same_embeddings(tmp_path, monkeypatch):
     """A bfloat16 checkpoint is embedded in NHWC (faster convolutions on the CPU): the layout
     changes, the embeddings do not (beyond bfloat16's own rounding); float32 ones stay NCHW."""
     from encoder.embedder import Embedder
     from encoder.face_encoder import preprocess
+
+    monkeypatch.setenv("FACEGATE_PRECISION", "bfloat16")
 
     crops = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")
@@ -347,6 +351,7 @@ def test_bfloat16_embedder_freezes_the_network_per_batch_size_with_the_same_embe
     bfloat16's rounding; FACEGATE_FROZEN=0 and an untraceable model run eagerly."""
     from encoder.embedder import Embedder
 
+    monkeypatch.setenv("FACEGATE_PRECISION", "bfloat16")
     rng = np.random.default_rng(2)
     save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16")
     emb = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
@@ -372,6 +377,43 @@ def test_bfloat16_embedder_freezes_the_network_per_batch_size_with_the_same_embe
     crops = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     assert (broken.embed_crops(crops) * eager.embed_crops(crops)).sum(1).min() > 0.999
     assert not broken.frozen and not broken._frozen
+
+
+def test_bfloat16_checkpoint_runs_in_float32_where_bfloat16_is_not_native(tmp_path, monkeypatch):
+    """Emulated bfloat16 is several times slower than float32 (147 vs 22 ms per face on an
+    AVX2-only CPU): there a bfloat16 checkpoint is computed in float32, still NHWC and frozen,
+    and its embeddings differ from the bfloat16 ones by bfloat16's rounding only.
+    FACEGATE_PRECISION forces either; anything else is refused with the choices."""
+    import encoder.precision as precision
+    from encoder.embedder import Embedder
+
+    save_checkpoint(tmp_path / "b.pt", _model(), name="tiny", precision="bfloat16", flip_average=True)
+    save_checkpoint(tmp_path / "f.pt", _model(), name="tiny")
+    crops = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    monkeypatch.delenv("FACEGATE_PRECISION", raising=False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    auto = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    assert not auto.bf16 and auto.frozen and auto.channels_last and auto.arithmetic == "float32-frozen"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    native = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    assert native.bf16 and native.arithmetic == "bfloat16-frozen"
+    monkeypatch.setenv("FACEGATE_PRECISION", "float32")
+    forced = Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    assert not forced.bf16
+    # a float32 checkpoint is never run in bfloat16, whatever is asked
+    monkeypatch.setenv("FACEGATE_PRECISION", "bfloat16")
+    assert not Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object()).bf16
+    got, want = auto.embed_crops(crops), native.embed_crops(crops)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * want).sum(1).min() > 0.999 and not np.array_equal(got, want)
+    # float32 through the frozen graph is the float32 eager model's result, to float32 rounding
+    model, _ = load_checkpoint(tmp_path / "b.pt")
+    eager = Embedder(model, {**auto.meta, "preprocessing": {**auto.meta["preprocessing"], "precision": "float32"}},
+                     aligner=object())
+    np.testing.assert_allclose(got, eager.embed_crops(crops), atol=1e-5)
+    monkeypatch.setenv("FACEGATE_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="FACEGATE_PRECISION='fp16': expected one of auto, bfloat16, float32"):
+        Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
 
 
 def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp_path):

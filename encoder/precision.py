@@ -1,0 +1,62 @@
+"""Which arithmetic the network runs in on this machine.
+
+A checkpoint records the arithmetic it was calibrated in (`preprocessing.precision`). bfloat16
+autocast pays only where the hardware computes bfloat16 natively: a CPU with AVX512-BF16 or AMX
+(oneDNN), or a GPU that supports it. Elsewhere PyTorch emulates it, and a bfloat16 encoder runs
+*slower* than in float32: the shipped chip_resnet, 1 thread, both views of a face, took 147 ms
+emulated against 22 ms in float32 on an AVX2-only AMD EPYC (6 ms in bfloat16 on a CPU with AMX).
+There the embedder computes in float32 instead: the same weights (bfloat16 values are exact in
+float32) without bfloat16's rounding of the activations, so the embeddings differ from the
+calibrated arithmetic's by that rounding only (tests/encoder/test_checkpoint.py measures it).
+FACEGATE_PRECISION=bfloat16 or float32 overrides the choice; the default is "auto".
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+CHOICES = ("auto", "bfloat16", "float32")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX); else PyTorch emulates
+    it, slower than float32. A private PyTorch call, so any failure reads as 'no'."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def runtime_bf16(declared: str, device: torch.device) -> bool:
+    """Whether an encoder calibrated in `declared` precision runs under bfloat16 autocast here:
+    only a bfloat16 checkpoint does, and by default only where bfloat16 is native."""
+    choice = os.environ.get("FACEGATE_PRECISION", "auto")
+    if choice not in CHOICES:
+        raise ValueError(f"FACEGATE_PRECISION={choice!r}: expected one of {', '.join(CHOICES)}")
+    if declared != "bfloat16" or choice == "float32":
+        return False
+    return choice == "bfloat16" or native_bf16(device)
+
+
+def machine_info() -> dict:
+    """What a speed figure was measured on: the CPU's name, the vector instructions PyTorch
+    uses there, and whether bfloat16 is native (benchmarks record it beside their timings)."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return {"cpu": name, "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_native": cpu_has_bf16()}
