@@ -414,6 +414,9 @@ def test_bfloat16_checkpoint_runs_in_float32_where_bfloat16_is_not_native(tmp_pa
     monkeypatch.setenv("FACEGATE_PRECISION", "fp16")
     with pytest.raises(ValueError, match="FACEGATE_PRECISION='fp16': expected one of auto, bfloat16, float32"):
         Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object())
+    # what benchmarks record beside their timings
+    info = precision.machine_info()
+    assert set(info) == {"cpu", "cpus", "cpu_capability", "bf16_native"} and info["bf16_native"] is True
 
 
 def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp_path):
