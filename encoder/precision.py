@@ -14,20 +14,36 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 
 import torch
 
 CHOICES = ("auto", "bfloat16", "float32")
 
 
+def cpu_flags() -> set[str] | None:
+    """The x86 feature flags of /proc/cpuinfo, or None where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX); else PyTorch emulates
-    it, slower than float32. A private PyTorch call, so any failure reads as 'no'."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); else PyTorch emulates
+    it, slower than float32. oneDNN's own check (a private PyTorch call, so any failure reads as
+    'no') also says yes on AVX-512 CPUs without AVX512-BF16, where bfloat16 is emulated with
+    AVX-512; on x86 the CPU's flags must name AVX512-BF16 or AMX-BF16 too, where they can be read."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    flags = cpu_flags()
+    if not onednn or flags is None or platform.machine().lower() not in ("x86_64", "amd64"):
+        return onednn
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -50,8 +66,6 @@ def runtime_bf16(declared: str, device: torch.device) -> bool:
 def machine_info() -> dict:
     """What a speed figure was measured on: the CPU's name, the vector instructions PyTorch
     uses there, and whether bfloat16 is native (benchmarks record it beside their timings)."""
-    import platform
-
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

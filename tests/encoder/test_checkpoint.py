@@ -419,6 +419,27 @@ def test_bfloat16_checkpoint_runs_in_float32_where_bfloat16_is_not_native(tmp_pa
     assert set(info) == {"cpu", "cpus", "cpu_capability", "bf16_native"} and info["bf16_native"] is True
 
 
+@pytest.mark.parametrize("onednn, machine, flags, native", [
+    (False, "x86_64", {"avx2", "amx_bf16"}, False),            # oneDNN says no: no
+    (True, "x86_64", {"avx512f", "avx512bw", "avx512vl"}, False),   # AVX-512 without BF16: emulated
+    (True, "x86_64", {"avx512f", "avx512_bf16"}, True),
+    (True, "x86_64", {"avx512f", "amx_bf16", "amx_tile"}, True),
+    (True, "x86_64", None, True),                              # no /proc/cpuinfo: oneDNN's word
+    (True, "aarch64", {"fp", "asimd"}, True),                  # not x86: oneDNN's word (ARM bf16)
+])
+def test_native_bfloat16_needs_the_cpu_to_say_so(monkeypatch, onednn, machine, flags, native):
+    import encoder.precision as precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn, raising=False)
+    monkeypatch.setattr(precision.platform, "machine", lambda: machine)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    precision.cpu_has_bf16.cache_clear()
+    try:
+        assert precision.cpu_has_bf16() is native
+    finally:
+        precision.cpu_has_bf16.cache_clear()
+
+
 def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp_path):
     """The service embeds on a pool of model threads: concurrent calls, the first of which
     trace the graph, give what sequential ones give."""
