@@ -77,7 +77,8 @@ class Client:
     def status(self) -> dict:
         r = self._call(self.stub.GetStatus, pb.GetStatusRequest())
         return {"subjects": r.subjects, "templates": r.templates, "encoder_version": r.encoder_version,
-                "index_version": r.index_version, "generation": r.generation}
+                "index_version": r.index_version, "generation": r.generation,
+                "encoder_arithmetic": r.encoder_arithmetic}
 
     def enroll(self, photos: list[tuple[str, Path]]) -> dict:
         """Streams every photo; one result per photo comes back once it is durable."""

@@ -364,6 +364,7 @@ class Pipeline:
     def status(self) -> dict:
         s = self.store.status()
         return {"subjects": s["subjects"], "templates": s["templates"], "encoder_version": self.version,
+                "encoder_arithmetic": self.embedder.arithmetic,
                 "index_version": s["index_version"], "generation": s["generation"]}
 
 

@@ -96,4 +96,4 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         s = await self._call(context, self.pipeline.status)
         return pb.GetStatusResponse(subjects=s["subjects"], templates=s["templates"],
                                     encoder_version=s["encoder_version"], index_version=s["index_version"],
-                                    generation=s["generation"])
+                                    generation=s["generation"], encoder_arithmetic=s["encoder_arithmetic"])

@@ -248,15 +248,17 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("subjects", "templates", "encoder_version", "index_version", "generation")
+    __slots__ = ("subjects", "templates", "encoder_version", "index_version", "generation", "encoder_arithmetic")
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     ENCODER_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_ARITHMETIC_FIELD_NUMBER: _ClassVar[int]
     subjects: int
     templates: int
     encoder_version: str
     index_version: str
     generation: int
-    def __init__(self, subjects: _Optional[int] = ..., templates: _Optional[int] = ..., encoder_version: _Optional[str] = ..., index_version: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    encoder_arithmetic: str
+    def __init__(self, subjects: _Optional[int] = ..., templates: _Optional[int] = ..., encoder_version: _Optional[str] = ..., index_version: _Optional[str] = ..., generation: _Optional[int] = ..., encoder_arithmetic: _Optional[str] = ...) -> None: ...

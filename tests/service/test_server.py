@@ -115,6 +115,11 @@ def test_enroll_verify_identify_delete(server, gallery, photos):
     s = c.enroll([(p, gallery / p / photos[p][0].name) for p in PEOPLE])
     assert s["accepted"] == 3 and s["rejected"] == [] and s["already_enrolled"] == 0
     assert c.status()["templates"] == 3
+    # the status names the arithmetic the server computes its encoder in, as this machine allows
+    from encoder.checkpoint import load_checkpoint
+    from encoder.embedder import Embedder
+    arithmetic = Embedder(*load_checkpoint(None), aligner=object()).arithmetic
+    assert c.status()["encoder_arithmetic"] == arithmetic and arithmetic.endswith("-frozen")
     again = c.enroll([(p, gallery / p / photos[p][0].name) for p in PEOPLE])   # a job re-sent after a crash
     assert again["accepted"] == 0 and again["already_enrolled"] == 3 and c.status()["templates"] == 3
 
