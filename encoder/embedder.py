@@ -45,7 +45,7 @@ class Embedder:
             log.info("embedder: %s was calibrated in bfloat16, which this %s does not compute natively: "
                      "running it in float32", self.version, self.device.type.upper())
         # and there in NHWC (channels_last), where oneDNN's convolutions are fastest: a
-        # chip_resnet, 1 thread, batch 1, 11.3 ms NCHW -> 7.6 ms in bfloat16 (AMX), 25 -> 22 ms for
+        # chip_resnet, 1 thread, batch 1, 11.3 ms NCHW -> 7.6 ms in bfloat16 (native), 25 -> 22 ms for
         # both views in float32 (AVX2). Layout only, the same arithmetic; float32 checkpoints keep
         # NCHW, bit for bit as before
         self.channels_last = self.declared == "bfloat16"

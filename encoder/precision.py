@@ -4,7 +4,7 @@ A checkpoint records the arithmetic it was calibrated in (`preprocessing.precisi
 autocast pays only where the hardware computes bfloat16 natively: a CPU with AVX512-BF16 or AMX
 (oneDNN), or a GPU that supports it. Elsewhere PyTorch emulates it, and a bfloat16 encoder runs
 *slower* than in float32: the shipped chip_resnet, 1 thread, both views of a face, took 147 ms
-emulated against 22 ms in float32 on an AVX2-only AMD EPYC (6 ms in bfloat16 on a CPU with AMX).
+emulated against 22 ms in float32 on an AVX2-only AMD EPYC (6 ms in bfloat16 on a CPU that computes it natively).
 There the embedder computes in float32 instead: the same weights (bfloat16 values are exact in
 float32) without bfloat16's rounding of the activations, so the embeddings differ from the
 calibrated arithmetic's by that rounding only (tests/encoder/test_checkpoint.py measures it).
