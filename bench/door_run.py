@@ -74,6 +74,10 @@ def main():
     ap.add_argument("--facegate", default=str(ROOT / ".venv/bin/facegate"))
     ap.add_argument("--out", default=str(ROOT / "bench/out/door"))
     a = ap.parse_args()
+    # which encoder, computed how, the figures below belong to (the server's own word)
+    rc, status = cli(a.facegate, "status", "--server", a.server)
+    if rc != 0:
+        sys.exit(f"status failed: {status}")
     rng = random.Random(a.seed)
     people = devtest_people(Path(a.lfw))
     multi = [n for n, ps in people.items() if len(ps) >= 2]
@@ -170,6 +174,7 @@ def main():
         "strangers_unknown_rate": round(counts["strangers_unknown"] / max(counts["strangers"], 1), 4),
         "identify_threshold": threshold if counts["identify_enrolled"] else None,
         "cli_calls": n_calls, "seconds": round(time.time() - t0, 1),
+        "encoder_version": status.get("encoder_version"), "encoder_arithmetic": status.get("encoder_arithmetic"),
         "verify_threshold": verify_threshold,
         # the same verify calls' distances judged at other thresholds (derived, not separate runs):
         # multiples of the site's day threshold, since each encoder has its own distance scale
