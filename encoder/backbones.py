@@ -106,13 +106,20 @@ def chip_theta(crop_size: int, chip_size: int = 150, chip_from_crop112=CHIP150_F
     return torch.tensor((in_norm @ np.linalg.inv(m) @ out_px)[:2], dtype=torch.float32)
 
 
-def dlib_residual_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """dlib's sum of two maps of different sizes: the larger size, the smaller zero-padded at the
-    bottom/right and in channels."""
+def dlib_common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two maps brought to dlib's common size for a residual sum: the larger size, the smaller
+    zero-padded at the bottom/right and in channels."""
     if a.shape == b.shape:
-        return a + b
+        return a, b
     c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-    return sum(F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])) for t in (a, b))
+    a, b = (F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])) for t in (a, b))
+    return a, b
+
+
+def dlib_residual_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's sum of two maps of different sizes (dlib_common_size)."""
+    a, b = dlib_common_size(a, b)
+    return a + b
 
 
 class ChipResNet(nn.Module):

@@ -21,13 +21,19 @@ import torch
 CHOICES = ("auto", "bfloat16", "float32")
 
 
-def cpu_flags() -> set[str] | None:
-    """The x86 feature flags of /proc/cpuinfo, or None where there is no such file."""
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's `field` in /proc/cpuinfo, or None where there is no such file or field."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == field), None)
     except OSError:
         return None
+
+
+def cpu_flags() -> set[str] | None:
+    """The x86 feature flags of /proc/cpuinfo, or None where there is no such file."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
 
 
 @functools.cache
@@ -66,11 +72,6 @@ def runtime_bf16(declared: str, device: torch.device) -> bool:
 def machine_info() -> dict:
     """What a speed figure was measured on: the CPU's name, the vector instructions PyTorch
     uses there, and whether bfloat16 is native (benchmarks record it beside their timings)."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
     return {"cpu": name, "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_native": cpu_has_bf16()}

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from encoder.align import centre_crop  # noqa: E402
+from encoder.backbones import dlib_common_size  # noqa: E402
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.face_encoder import preprocess  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
@@ -42,8 +43,8 @@ from encoder.precision import machine_info  # noqa: E402
 
 class QuantizedChipBody(nn.Module):
     """ChipResNet after its chip resample, as a quantizable module: each block's first
-    convolution fused with its ReLU, the residual sum (dlib's, zero-padded to the larger map)
-    and its ReLU one quantized add_relu."""
+    convolution fused with its ReLU, the residual sum (dlib's: backbones.dlib_common_size) and
+    its ReLU one quantized add_relu."""
 
     def __init__(self, bb):
         super().__init__()
@@ -59,11 +60,7 @@ class QuantizedChipBody(nn.Module):
         x = F.max_pool2d(self.stem(self.quant(chip)), 3, 2)
         for j, down in enumerate(self.downsamples):
             y = self.c2[j](self.c1[j](x))
-            s = F.avg_pool2d(x, 2, 2) if down else x
-            if s.shape != y.shape:
-                c, h, w = (max(y.shape[i], s.shape[i]) for i in (1, 2, 3))
-                s = F.pad(s, (0, w - s.shape[3], 0, h - s.shape[2], 0, c - s.shape[1]))
-                y = F.pad(y, (0, w - y.shape[3], 0, h - y.shape[2], 0, c - y.shape[1]))
+            y, s = dlib_common_size(y, F.avg_pool2d(x, 2, 2) if down else x)
             x = self.adds[j].add_relu(y, s)
         return self.dequant(x)
 
