@@ -1,20 +1,22 @@
-"""Would an int8 network make the embedding cheaper on CPUs without native bfloat16? (session 18)
+"""Would an int8 network make the embedding cheaper than float32, or than native bfloat16? (sessions 18-19)
 
 A feasibility trial, not a shipped path. The shipped chip_resnet's convolutions in int8 (eager-mode
 static quantization, PyTorch's "x86" engine: fbgemm / oneDNN, per-channel weights, activation
 ranges observed on 300 DevTrain photos and their mirror images: training people only); the chip
-resample before them and the pooled head after them stay in float32. Against the Embedder as it
-runs here (float32 frozen where bfloat16 is not native):
+resample before them and the pooled head after them stay in float32. Against the Embedder in
+float32 (frozen), and where this CPU computes bfloat16 natively also against the Embedder in
+bfloat16 (frozen, as the service runs it there):
   - time per face, both views, 1 thread, batch 1, interleaved face by face, median after warm-up;
   - agreement of the embeddings (cosine) on every photo of both DevTest lists;
   - the pair metrics of eval-pairs on pairs_devtest.tsv and pairs_devtest_far.tsv, each
     embedding scored from the same aligned crop (the evaluation rule: the chosen face or the
     centre crop).
-Run from the repository root: .venv/bin/python scripts/int8_trial.py [--out JSON] (~10 min here).
+Run from the repository root: .venv/bin/python scripts/int8_trial.py [--out JSON] (~10 min on 2 cores).
 """
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 import warnings
@@ -75,7 +77,11 @@ def main():
     torch.backends.quantized.engine = "x86"
     torch.set_num_threads(1)
     lfw = Path(a.lfw)
+    os.environ["FACEGATE_PRECISION"] = "float32"
     emb = Embedder.from_checkpoint(None)
+    os.environ["FACEGATE_PRECISION"] = "bfloat16"
+    bf16 = Embedder.from_checkpoint(None) if emb.declared == "bfloat16" and machine_info()["bf16_native"] else None
+    os.environ.pop("FACEGATE_PRECISION")
     model = emb.model
     bb = model.backbone
     if not hasattr(bb, "block_downsamples"):
@@ -112,7 +118,7 @@ def main():
 
     pairs = {name: PairList.read(str(lfw / f"{name}.tsv")) for name in ("pairs_devtest", "pairs_devtest_far")}
     photos = sorted({p for pl in pairs.values() for p in set(pl.a) | set(pl.b)})
-    ways = {"float32": emb.embed_crops, "int8": int8_embed}
+    ways = {"float32": emb.embed_crops, "int8": int8_embed} | ({"bfloat16": bf16.embed_crops} if bf16 else {})
     vecs = {k: {} for k in ways}
     times = {k: [] for k in ways}
     for i, p in enumerate(photos):
@@ -125,13 +131,18 @@ def main():
             times[k].append(time.perf_counter() - t0)
         if i % 250 == 0:
             print(f"{i}/{len(photos)} photos", file=sys.stderr)
-    cos = np.array([vecs["int8"][p] @ vecs["float32"][p] for p in photos])
-    out = {"encoder_version": emb.version, "float32_way": emb.arithmetic, "machine": machine_info(),
-           "quantized_engine": torch.backends.quantized.engine, "calibration_photos": len(cal),
-           "photos": len(photos), "threads": 1,
-           "ms_per_face": {k: round(1000 * float(np.median(t[10:])), 2) for k, t in times.items()},
-           "cos_int8_vs_float32": {"min": round(float(cos.min()), 5), "median": round(float(np.median(cos)), 5)}}
-    out["speedup_int8_over_float32"] = round(out["ms_per_face"]["float32"] / out["ms_per_face"]["int8"], 2)
+    out = {"encoder_version": emb.version, "ways": {k: k if k == "int8" else e.arithmetic
+                                                     for k, e in (("float32", emb), ("bfloat16", bf16), ("int8", None)) if k in ways},
+           "machine": machine_info(), "quantized_engine": torch.backends.quantized.engine,
+           "calibration_photos": len(cal), "photos": len(photos), "threads": 1,
+           "ms_per_face": {k: round(1000 * float(np.median(t[10:])), 2) for k, t in times.items()}}
+    for k in ways:
+        if k != "float32":
+            cos = np.array([vecs[k][p] @ vecs["float32"][p] for p in photos])
+            out[f"cos_{k}_vs_float32"] = {"min": round(float(cos.min()), 5), "median": round(float(np.median(cos)), 5)}
+    for k in ways:
+        if k != "int8":
+            out[f"speedup_int8_over_{k}"] = round(out["ms_per_face"][k] / out["ms_per_face"]["int8"], 2)
     for name, pl in pairs.items():
         for k, v in vecs.items():
             d = np.linalg.norm(np.stack([v[p] for p in pl.a]) - np.stack([v[p] for p in pl.b]), axis=1)
