@@ -27,7 +27,8 @@ class Embedding:
 
 
 class Embedder:
-    def __init__(self, model: FaceEncoder, meta: dict, aligner: FaceAligner | None = None, device="cpu"):
+    def __init__(self, model: FaceEncoder, meta: dict, aligner: FaceAligner | None = None, device="cpu",
+                 precision: str | None = None):
         self.model = model.eval()
         self.meta = meta
         self.version: str = meta.get("version", "unversioned")
@@ -40,7 +41,7 @@ class Embedder:
         # autocast) and this hardware computes bfloat16 natively; float32 otherwise, where emulated
         # bfloat16 would be several times slower (encoder/precision.py)
         self.declared = meta.get("preprocessing", {}).get("precision", "float32")
-        self.bf16 = runtime_bf16(self.declared, self.device)
+        self.bf16 = runtime_bf16(self.declared, self.device, precision)   # precision None: FACEGATE_PRECISION
         if self.declared == "bfloat16" and not self.bf16:
             log.info("embedder: %s was calibrated in bfloat16, which this %s does not compute natively: "
                      "running it in float32", self.version, self.device.type.upper())
@@ -68,9 +69,9 @@ class Embedder:
         return ("bfloat16" if self.bf16 else "float32") + ("-frozen" if self.frozen else "-eager")
 
     @classmethod
-    def from_checkpoint(cls, path=None, device="cpu") -> "Embedder":
+    def from_checkpoint(cls, path=None, device="cpu", precision: str | None = None) -> "Embedder":
         model, meta = load_checkpoint(path, device)
-        return cls(model, meta, device=device)
+        return cls(model, meta, device=device, precision=precision)
 
     @property
     def default_threshold(self) -> float | None:

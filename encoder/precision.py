@@ -58,12 +58,14 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
-def runtime_bf16(declared: str, device: torch.device) -> bool:
+def runtime_bf16(declared: str, device: torch.device, choice: str | None = None) -> bool:
     """Whether an encoder calibrated in `declared` precision runs under bfloat16 autocast here:
-    only a bfloat16 checkpoint does, and by default only where bfloat16 is native."""
-    choice = os.environ.get("FACEGATE_PRECISION", "auto")
+    only a bfloat16 checkpoint does, and by default only where bfloat16 is native. `choice`
+    (auto, bfloat16, float32) is the caller's; None reads FACEGATE_PRECISION."""
+    source = "FACEGATE_PRECISION" if choice is None else "precision"
+    choice = os.environ.get("FACEGATE_PRECISION", "auto") if choice is None else choice
     if choice not in CHOICES:
-        raise ValueError(f"FACEGATE_PRECISION={choice!r}: expected one of {', '.join(CHOICES)}")
+        raise ValueError(f"{source}={choice!r}: expected one of {', '.join(CHOICES)}")
     if declared != "bfloat16" or choice == "float32":
         return False
     return choice == "bfloat16" or native_bf16(device)

@@ -41,12 +41,7 @@ def main():
     if frozen.declared == "bfloat16" and not frozen.bf16:
         # bfloat16 is not native here, so the Embedder computes in float32: time the checkpoint's
         # own arithmetic too, to show what the choice saves (encoder/precision.py)
-        prev = os.environ.get("FACEGATE_PRECISION")
-        os.environ["FACEGATE_PRECISION"] = "bfloat16"
-        declared = Embedder.from_checkpoint(None)
-        os.environ.pop("FACEGATE_PRECISION")
-        if prev is not None:
-            os.environ["FACEGATE_PRECISION"] = prev
+        declared = Embedder.from_checkpoint(None, precision="bfloat16")
     os.environ["FACEGATE_FROZEN"] = "0"
     eager = Embedder.from_checkpoint(None)
     peer = None

@@ -16,7 +16,6 @@ Run from the repository root: .venv/bin/python scripts/int8_trial.py [--out JSON
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 import warnings
@@ -77,14 +76,9 @@ def main():
     torch.backends.quantized.engine = "x86"
     torch.set_num_threads(1)
     lfw = Path(a.lfw)
-    chosen = os.environ.get("FACEGATE_PRECISION")   # this trial picks each way itself, then puts it back
-    os.environ["FACEGATE_PRECISION"] = "float32"
-    emb = Embedder.from_checkpoint(None)
-    os.environ["FACEGATE_PRECISION"] = "bfloat16"
-    bf16 = Embedder.from_checkpoint(None) if emb.declared == "bfloat16" and machine_info()["bf16_native"] else None
-    os.environ.pop("FACEGATE_PRECISION")
-    if chosen is not None:
-        os.environ["FACEGATE_PRECISION"] = chosen
+    emb = Embedder.from_checkpoint(None, precision="float32")
+    bf16 = (Embedder.from_checkpoint(None, precision="bfloat16")
+            if emb.declared == "bfloat16" and machine_info()["bf16_native"] else None)
     model = emb.model
     bb = model.backbone
     if not hasattr(bb, "block_downsamples"):

@@ -403,6 +403,10 @@ def test_bfloat16_checkpoint_runs_in_float32_where_bfloat16_is_not_native(tmp_pa
     # a float32 checkpoint is never run in bfloat16, whatever is asked
     monkeypatch.setenv("FACEGATE_PRECISION", "bfloat16")
     assert not Embedder(*load_checkpoint(tmp_path / "f.pt"), aligner=object()).bf16
+    # a caller's own choice (benchmarks comparing the ways) goes before the environment's
+    assert not Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object(), precision="float32").bf16
+    with pytest.raises(ValueError, match="precision='fp16': expected one of"):
+        Embedder(*load_checkpoint(tmp_path / "b.pt"), aligner=object(), precision="fp16")
     got, want = auto.embed_crops(crops), native.embed_crops(crops)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert (got * want).sum(1).min() > 0.999 and not np.array_equal(got, want)
