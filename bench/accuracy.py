@@ -3,7 +3,8 @@
 For each: 10-fold accuracy (LFW protocol), AUC, EER, TAR at FAR 1e-2 and 1e-3, and the time
 per photo of detection+alignment and of embedding, each measured the same way for both: one
 thread, batch 1, the first photos (warm-up) left out, the median over the photos. Both ROC
-curves go on one PNG beside the JSON. The peer runs with its documented defaults
+curves go on one PNG; the JSON is printed and also written beside the PNG (PLOT with .json:
+do not redirect stdout to that same path). The peer runs with its documented defaults
 (face_locations: HOG, 1 upsample; face_encodings: 5-point landmarks, 1 jitter). A photo in
 which a detector finds no face is scored from a centre crop (CONTRACT.md), for both.
 
@@ -73,7 +74,8 @@ def main():
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--plot", default=None, help="PNG path (default: bench/out/accuracy_<pairs>.png)")
+    ap.add_argument("--plot", default=None, help="PNG path (default: bench/out/accuracy_<pairs>.png); the JSON is written beside it "
+                    "with the suffix .json")
     ap.add_argument("--no-peer", action="store_true")
     a = ap.parse_args()
     import torch
