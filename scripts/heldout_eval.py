@@ -1,0 +1,97 @@
+"""Checkpoints scored on a strict list of people that neither training nor the DevTest lists see.
+
+The DevTest lists are the issue's acceptance lists, and they have also decided which candidate
+ships; choosing on the lists that then report the choice biases what they report. This list is
+a third one, for choosing: the training data's held-out identities (`val_share` of the labelled
+identities, chosen by a hash of the name, never trained on: encoder/train.py::_held_out), with
+every genuine pair (at most --per-identity per person, drawn with the seed) and *every* impostor
+pair among their photos, so TAR at FAR 1e-3 rests on ~10^5 impostor pairs, not on the 1,220
+random impostors of the training-time validation. The crops are the training cache's (the
+same MTCNN alignment as eval-pairs); each checkpoint embeds them as the service does (its own
+flip_average and arithmetic). For the teacher's reference figures, pass the checkpoint that
+scripts/dlib_in_pipeline.py writes (dlib's own weights in this pipeline; never shipped).
+Run from the repository root, after a training run has built the cache:
+  .venv/bin/python scripts/heldout_eval.py CK [CK ...] [--out runs/heldout.json]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from encoder.crop_cache import CropCache  # noqa: E402
+from encoder.embedder import Embedder  # noqa: E402
+from encoder.pair_metrics import auc, eer, roc, tar_at_far  # noqa: E402
+from encoder.train import _held_out  # noqa: E402
+
+
+def heldout_pairs(identities: list[str], share: float, per_identity: int, seed: int):
+    """Rows of the held-out photos, and (a, b, same) over them: capped genuine, all impostor."""
+    rows = np.array([i for i, n in enumerate(identities) if n and _held_out(n, share)])
+    names = np.array([identities[i] for i in rows])
+    rng = np.random.default_rng(seed)
+    gen = []
+    for n in sorted(set(names)):
+        idx = np.nonzero(names == n)[0]
+        pairs = [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
+        gen += [pairs[j] for j in rng.permutation(len(pairs))[:per_identity]]
+    a, b = np.triu_indices(len(rows), 1)
+    imp = names[a] != names[b]
+    pa = np.concatenate([np.array([g[0] for g in gen]), a[imp]])
+    pb = np.concatenate([np.array([g[1] for g in gen]), b[imp]])
+    same = np.concatenate([np.ones(len(gen), bool), np.zeros(int(imp.sum()), bool)])
+    return rows, pa, pb, same
+
+
+def report(e: np.ndarray, pa, pb, same) -> dict:
+    d = np.linalg.norm(e[pa] - e[pb], axis=1)
+    _, far, tar = roc(d, same)
+    return {"auc": round(auc(far, tar), 4), "eer": round(eer(far, tar), 4),
+            "tar@far=1e-2": round(tar_at_far(far, tar, 1e-2), 4),
+            "tar@far=1e-3": round(tar_at_far(far, tar, 1e-3), 4),
+            "tar@far=1e-4": round(tar_at_far(far, tar, 1e-4), 4)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--cache", default=None, help="the training crop cache (default: the only one "
+                    "under .cache/facegate/crops)")
+    ap.add_argument("--share", type=float, default=0.05, help="the training configs' val_share")
+    ap.add_argument("--per-identity", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="JSON file (default: stdout only)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    folder = Path(a.cache) if a.cache else None
+    if folder is None:
+        found = sorted((ROOT / ".cache/facegate/crops").glob("*/manifest.json"))
+        if len(found) != 1:
+            sys.exit(f"give --cache: {len(found)} crop caches under .cache/facegate/crops")
+        folder = found[0].parent
+    cache = CropCache(folder)
+    rows, pa, pb, same = heldout_pairs(cache.identities, a.share, a.per_identity, a.seed)
+    crops = np.ascontiguousarray(cache.crops[rows])
+    out = {"cache": str(folder), "photos": int(len(rows)),
+           "identities": len({cache.identities[r] for r in rows}),
+           "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
+           "per_identity": a.per_identity, "seed": a.seed, "results": {}}
+    for ck in a.checkpoints:
+        emb = Embedder.from_checkpoint(ck)
+        e = np.concatenate([emb.embed_crops(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+        out["results"][ck] = {"version": emb.version, "flip": emb.flip, "arithmetic": emb.arithmetic,
+                              **report(e, pa, pb, same)}
+        print(ck, out["results"][ck], file=sys.stderr, flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
