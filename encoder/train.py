@@ -181,6 +181,26 @@ def make_val_pairs(labels: np.ndarray, rows: np.ndarray, seed: int, per_identity
     return np.array(gen + imp, np.int64).reshape(-1, 3)
 
 
+def heldout_pairs(identities: list[str], share: float, per_identity: int, seed: int):
+    """The strict list of the held-out identities (scripts/heldout_eval.py): their rows (photos),
+    and pairs over those rows as indices a, b and `same`: every genuine pair of a person, at most
+    `per_identity` of them drawn with the seed, and *every* impostor pair, so that TAR at a low
+    FAR rests on ~10^5 impostors rather than make_val_pairs' few random ones."""
+    rows = np.array([i for i, n in enumerate(identities) if n != UNLABELLED and _held_out(n, share)], np.int64)
+    names = np.array([identities[i] for i in rows])
+    rng = np.random.default_rng(seed)
+    gen = []
+    for n in sorted(set(names)):
+        idx = np.nonzero(names == n)[0]
+        pairs = [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
+        gen += [pairs[j] for j in rng.permutation(len(pairs))[:per_identity]]
+    a, b = np.triu_indices(len(rows), 1)
+    imp = names[a] != names[b]
+    g = np.array(gen, np.int64).reshape(-1, 2)
+    same = np.concatenate([np.ones(len(g), bool), np.zeros(int(imp.sum()), bool)])
+    return rows, np.concatenate([g[:, 0], a[imp]]), np.concatenate([g[:, 1], b[imp]]), same
+
+
 @torch.no_grad()
 def embed_crops(model: FaceEncoder, crops: torch.Tensor, batch: int = 256, device="cpu") -> torch.Tensor:
     model.eval()

@@ -27,25 +27,7 @@ sys.path.insert(0, str(ROOT))
 from encoder.crop_cache import CropCache  # noqa: E402
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.pair_metrics import auc, eer, roc, tar_at_far  # noqa: E402
-from encoder.train import _held_out  # noqa: E402
-
-
-def heldout_pairs(identities: list[str], share: float, per_identity: int, seed: int):
-    """Rows of the held-out photos, and (a, b, same) over them: capped genuine, all impostor."""
-    rows = np.array([i for i, n in enumerate(identities) if n and _held_out(n, share)])
-    names = np.array([identities[i] for i in rows])
-    rng = np.random.default_rng(seed)
-    gen = []
-    for n in sorted(set(names)):
-        idx = np.nonzero(names == n)[0]
-        pairs = [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
-        gen += [pairs[j] for j in rng.permutation(len(pairs))[:per_identity]]
-    a, b = np.triu_indices(len(rows), 1)
-    imp = names[a] != names[b]
-    pa = np.concatenate([np.array([g[0] for g in gen]), a[imp]])
-    pb = np.concatenate([np.array([g[1] for g in gen]), b[imp]])
-    same = np.concatenate([np.ones(len(gen), bool), np.zeros(int(imp.sum()), bool)])
-    return rows, pa, pb, same
+from encoder.train import heldout_pairs  # noqa: E402
 
 
 def report(e: np.ndarray, pa, pb, same) -> dict:

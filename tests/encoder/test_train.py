@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.train import TrainConfig, lr_at, make_val_pairs, run_training
+from encoder.train import TrainConfig, _held_out, heldout_pairs, lr_at, make_val_pairs, run_training
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
@@ -18,6 +18,25 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert lr_at(60, cfg) == pytest.approx((1e-3 + 1e-5) / 2)
     assert lr_at(110, cfg) == pytest.approx(1e-5)
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 110))
+
+
+def test_heldout_pairs_cap_genuine_keep_every_impostor_and_only_held_out_people():
+    names = [f"lfw/person_{i}" for i in range(400)]
+    held = [n for n in names if _held_out(n, 0.05)]
+    kept = [n for n in names if not _held_out(n, 0.05)]
+    assert len(held) >= 3 and kept
+    # 6 photos of the first held-out person (15 genuine pairs), 2 of the second, 1 of the third;
+    # photos of a trained person and an unlabelled photo in between must not appear
+    ids = [held[0]] * 6 + [kept[0]] * 3 + [held[1]] * 2 + [""] + [held[2]]
+    rows, a, b, same = heldout_pairs(ids, 0.05, per_identity=10, seed=0)
+    assert [ids[r] for r in rows] == [held[0]] * 6 + [held[1]] * 2 + [held[2]]
+    who = np.array([ids[r] for r in rows])
+    assert same.sum() == 10 + 1                       # capped at 10 of 15, and the one pair of held[1]
+    assert (~same).sum() == 6 * 2 + 6 * 1 + 2 * 1     # every cross-person pair
+    assert (who[a] == who[b]).tolist() == same.tolist()
+    assert len({(x, y) for x, y in zip(a, b)}) == len(a) and all(a < b)
+    again = heldout_pairs(ids, 0.05, per_identity=10, seed=0)
+    assert all(np.array_equal(x, y) for x, y in zip((rows, a, b, same), again))
 
 
 def test_val_pairs_are_genuine_and_impostor_within_held_out_rows():
