@@ -159,6 +159,15 @@ class TrainData:
         )
 
 
+def _capped_genuine_pairs(groups, per_identity: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Each group's pairs of members (a before b), at most `per_identity` of them, drawn with rng."""
+    out = []
+    for g in groups:
+        pairs = [(int(a), int(b)) for k, a in enumerate(g) for b in g[k + 1:]]
+        out += [pairs[j] for j in rng.permutation(len(pairs))[:per_identity]]
+    return out
+
+
 def make_val_pairs(labels: np.ndarray, rows: np.ndarray, seed: int, per_identity: int = 10,
                    impostor_factor: int = 4) -> np.ndarray:
     """Genuine pairs within each held-out identity (at most `per_identity`), and
@@ -167,11 +176,7 @@ def make_val_pairs(labels: np.ndarray, rows: np.ndarray, seed: int, per_identity
     by = {}
     for r in rows:
         by.setdefault(int(labels[r]), []).append(int(r))
-    gen = []
-    for rs in by.values():
-        pairs = [(a, b) for i, a in enumerate(rs) for b in rs[i + 1:]]
-        for j in rng.permutation(len(pairs))[:per_identity]:
-            gen.append((*pairs[j], 1))
+    gen = [(a, b, 1) for a, b in _capped_genuine_pairs(by.values(), per_identity, rng)]
     imp = []
     rows = np.asarray(rows)
     while len(imp) < impostor_factor * len(gen) and len(by) > 1:
@@ -188,12 +193,8 @@ def heldout_pairs(identities: list[str], share: float, per_identity: int, seed: 
     FAR rests on ~10^5 impostors rather than make_val_pairs' few random ones."""
     rows = np.array([i for i, n in enumerate(identities) if n != UNLABELLED and _held_out(n, share)], np.int64)
     names = np.array([identities[i] for i in rows])
-    rng = np.random.default_rng(seed)
-    gen = []
-    for n in sorted(set(names)):
-        idx = np.nonzero(names == n)[0]
-        pairs = [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
-        gen += [pairs[j] for j in rng.permutation(len(pairs))[:per_identity]]
+    gen = _capped_genuine_pairs((np.nonzero(names == n)[0] for n in sorted(set(names))),
+                                per_identity, np.random.default_rng(seed))
     a, b = np.triu_indices(len(rows), 1)
     imp = names[a] != names[b]
     g = np.array(gen, np.int64).reshape(-1, 2)
