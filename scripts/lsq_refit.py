@@ -1,0 +1,81 @@
+"""Refit a chip_resnet student block by block in closed form (encoder/block_refit.py), each block
+fed the student's own map, then its head; write the result as a new checkpoint.
+
+The teacher's maps are the targets: give it as a chip_resnet checkpoint of dlib's network,
+written by `scripts/dlib_in_pipeline.py runs/dlib0/bf16.pt --precision bfloat16` (dlib's
+downloaded weights: keep it under runs/, never ship it). Photos: the training crop cache without
+its held-out identities (the list scripts/heldout_eval.py scores), a seeded draw of --photos,
+each with its mirror image. About 4 min for 3,000 photos on 2 cores; ~2 GB of memory per
+1,000 photos.
+  .venv/bin/python scripts/lsq_refit.py STUDENT.pt OUT.pt [--photos 3000] [--plain] [--flip]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from encoder.block_refit import refit_chain  # noqa: E402
+from encoder.checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
+from encoder.crop_cache import CropCache  # noqa: E402
+from encoder.face_encoder import preprocess  # noqa: E402
+from encoder.train import UNLABELLED, _held_out  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("student")
+    ap.add_argument("out")
+    ap.add_argument("--teacher", default="runs/dlib0/bf16.pt")
+    ap.add_argument("--cache", default=None, help="the training crop cache (default: the only one)")
+    ap.add_argument("--share", type=float, default=0.05, help="the training configs' val_share")
+    ap.add_argument("--photos", type=int, default=3000)
+    ap.add_argument("--positions", type=int, default=256, help="output positions sampled per view and block")
+    ap.add_argument("--ridge", type=float, default=1e-4)
+    ap.add_argument("--plain", action="store_true", help="fit the teacher's negative sums too (not ReLU-aware)")
+    ap.add_argument("--blocks", default="all", help="'all' or a comma list of block indices")
+    ap.add_argument("--flip", action="store_true", help="write it flip-averaged whatever the student was")
+    ap.add_argument("--name", default=None, help="default: the student's name + '-lsq'")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    folder = Path(a.cache) if a.cache else None
+    if folder is None:
+        found = sorted((ROOT / ".cache/facegate/crops").glob("*/manifest.json"))
+        if len(found) != 1:
+            sys.exit(f"give --cache: {len(found)} crop caches under .cache/facegate/crops")
+        folder = found[0].parent
+    cache = CropCache(folder)
+    allowed = np.array([i for i, n in enumerate(cache.identities)
+                        if n == UNLABELLED or not _held_out(n, a.share)], np.int64)
+    rows = np.sort(np.random.default_rng(a.seed).choice(allowed, size=min(a.photos, len(allowed)), replace=False))
+    student, _ = load_checkpoint(a.student)
+    teacher, _ = load_checkpoint(a.teacher)
+    meta = read_meta(a.student)
+
+    def inputs():
+        for i in range(0, len(rows), 64):
+            x = preprocess(np.ascontiguousarray(cache.crops[rows[i:i + 64]]), student.config.input_size)
+            yield torch.cat([x, x.flip(3)])
+
+    report = refit_chain(student, teacher, inputs(), None if a.blocks == "all" else [int(b) for b in a.blocks.split(",")],
+                         a.positions, a.ridge, relu_aware=not a.plain, seed=a.seed,
+                         log=lambda s: print(s, file=sys.stderr, flush=True))
+    report = {"student": a.student, "student_version": meta.get("version"), "teacher": a.teacher,
+              "cache": str(folder), "photos": int(len(rows)), "seed": a.seed, **report}
+    prep = meta.get("preprocessing", {})
+    ck = save_checkpoint(a.out, student, name=a.name or f"{meta['name']}-lsq",
+                         training={**meta.get("training", {}), "block_refit": report},
+                         flip_average=a.flip or bool(prep.get("flip_average")),
+                         precision=prep.get("precision", "float32"))
+    report["version"] = ck["version"]
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
