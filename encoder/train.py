@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import AugmentConfig, augment, augment_pixels
+from .block_refit import ridge_solve
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
@@ -322,9 +323,7 @@ def fit_pool_head(model: FaceEncoder, teacher, crops: torch.Tensor, descriptor_m
     x = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
     head = model.head_fc
     w_old = torch.cat([head.weight.double().cpu(), head.bias.double().cpu()[:, None]], 1)
-    gram = x.T @ x
-    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-    w = torch.linalg.solve(gram, x.T @ y).T                                # out x (in + 1)
+    w = ridge_solve(x.T @ x, x.T @ y, ridge)                               # out x (in + 1)
     rel = lambda w_: float(((x @ w_.T - y) ** 2).mean() / (y ** 2).mean())
     out = {"head_rel_mse_before": round(rel(w_old), 5), "head_rel_mse_after": round(rel(w), 5),
            "head_fit_photos": len(crops)}
