@@ -97,20 +97,26 @@ def refit_block(student: ChipResNet, teacher: ChipResNet, j: int, s_maps: torch.
 
 
 @torch.no_grad()
+def fit_linear(layer: torch.nn.Linear, f: torch.Tensor, y: torch.Tensor, ridge: float = 1e-4) -> tuple[float, float]:
+    """Set a linear layer with its bias (in place) by ridge least squares of y on f (N x in,
+    N x out) -> the relative squared error of its output on these rows, before and after."""
+    x = torch.cat([f.double().cpu(), torch.ones(len(f), 1, dtype=torch.float64)], 1)
+    y = y.double().cpu()
+    rel = lambda w_: float(((x @ w_.T - y) ** 2).mean() / (y ** 2).mean())
+    before = rel(torch.cat([layer.weight.double().cpu(), layer.bias.double().cpu()[:, None]], 1))
+    w = ridge_solve(x.T @ x, x.T @ y, ridge)
+    layer.weight.copy_(w[:, :-1].to(layer.weight))
+    layer.bias.copy_(w[:, -1].to(layer.bias))
+    return before, rel(w)
+
+
+@torch.no_grad()
 def refit_head(student: FaceEncoder, teacher: FaceEncoder, s_maps: torch.Tensor, t_maps: torch.Tensor,
                ridge: float = 1e-4) -> dict:
     """The pool head in closed form: the teacher's head output (its raw descriptor) regressed on
     the student's pooled last map, as train.fit_pool_head sets it."""
-    f = s_maps.mean((2, 3)).double()
-    y = teacher.head_fc(t_maps.mean((2, 3))).double()
-    x = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
-    head = student.head_fc
-    rel = lambda w_: float(((x @ w_.T - y) ** 2).mean() / (y ** 2).mean())
-    before = rel(torch.cat([head.weight.double(), head.bias.double()[:, None]], 1))
-    w = ridge_solve(x.T @ x, x.T @ y, ridge)
-    head.weight.copy_(w[:, :-1].to(head.weight))
-    head.bias.copy_(w[:, -1].to(head.bias))
-    return {"rel_mse_before": round(before, 5), "rel_mse_after": round(rel(w), 5)}
+    before, after = fit_linear(student.head_fc, s_maps.mean((2, 3)), teacher.head_fc(t_maps.mean((2, 3))), ridge)
+    return {"rel_mse_before": round(before, 5), "rel_mse_after": round(after, 5)}
 
 
 @torch.no_grad()

@@ -169,3 +169,14 @@ class CropCache:
 
     def __len__(self):
         return len(self.paths)
+
+
+def the_only_cache(root: str | Path) -> Path:
+    """The folder of the one built cache under root (`facegate train --cache-dir`, by default
+    .cache/facegate/crops), for tools run after a training run; an error naming the count when
+    there is none or more than one (then the tool's --cache names it)."""
+    found = sorted(Path(root).glob("*/manifest.json"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{len(found)} crop caches under {root}: give --cache")
+    return found[0].parent
+

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import AugmentConfig, augment, augment_pixels
-from .block_refit import ridge_solve
+from .block_refit import fit_linear
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
@@ -319,16 +319,9 @@ def fit_pool_head(model: FaceEncoder, teacher, crops: torch.Tensor, descriptor_m
             f = model.forward_features(x)
         feats.append(f.float().mean((2, 3)).double().cpu())
         targets.append(d if descriptor_mean is None else d - descriptor_mean.double().cpu())
-    f, y = torch.cat(feats), torch.cat(targets)
-    x = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
-    head = model.head_fc
-    w_old = torch.cat([head.weight.double().cpu(), head.bias.double().cpu()[:, None]], 1)
-    w = ridge_solve(x.T @ x, x.T @ y, ridge)                               # out x (in + 1)
-    rel = lambda w_: float(((x @ w_.T - y) ** 2).mean() / (y ** 2).mean())
-    out = {"head_rel_mse_before": round(rel(w_old), 5), "head_rel_mse_after": round(rel(w), 5),
+    before, after = fit_linear(model.head_fc, torch.cat(feats), torch.cat(targets), ridge)
+    out = {"head_rel_mse_before": round(before, 5), "head_rel_mse_after": round(after, 5),
            "head_fit_photos": len(crops)}
-    head.weight.copy_(w[:, :-1].to(head.weight))
-    head.bias.copy_(w[:, -1].to(head.bias))
     return out
 
 

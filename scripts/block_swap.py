@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from encoder.checkpoint import load_checkpoint  # noqa: E402
-from encoder.crop_cache import CropCache  # noqa: E402
+from encoder.crop_cache import CropCache, the_only_cache  # noqa: E402
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.train import heldout_pairs  # noqa: E402
 
@@ -62,12 +62,7 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    folder = Path(a.cache) if a.cache else None
-    if folder is None:
-        found = sorted((ROOT / ".cache/facegate/crops").glob("*/manifest.json"))
-        if len(found) != 1:
-            sys.exit(f"give --cache: {len(found)} crop caches under .cache/facegate/crops")
-        folder = found[0].parent
+    folder = Path(a.cache) if a.cache else the_only_cache(ROOT / ".cache/facegate/crops")
     cache = CropCache(folder)
     rows, pa, pb, same = heldout_pairs(cache.identities, 0.05, 15, 0)
     crops = np.ascontiguousarray(cache.crops[rows])

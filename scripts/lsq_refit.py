@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from encoder.block_refit import refit_chain  # noqa: E402
 from encoder.checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
-from encoder.crop_cache import CropCache  # noqa: E402
+from encoder.crop_cache import CropCache, the_only_cache  # noqa: E402
 from encoder.face_encoder import preprocess  # noqa: E402
 from encoder.train import UNLABELLED, _held_out  # noqa: E402
 
@@ -44,12 +44,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    folder = Path(a.cache) if a.cache else None
-    if folder is None:
-        found = sorted((ROOT / ".cache/facegate/crops").glob("*/manifest.json"))
-        if len(found) != 1:
-            sys.exit(f"give --cache: {len(found)} crop caches under .cache/facegate/crops")
-        folder = found[0].parent
+    folder = Path(a.cache) if a.cache else the_only_cache(ROOT / ".cache/facegate/crops")
     cache = CropCache(folder)
     allowed = np.array([i for i, n in enumerate(cache.identities)
                         if n == UNLABELLED or not _held_out(n, a.share)], np.int64)
