@@ -13,9 +13,15 @@ still get wrong. The teacher's maps are only targets: knowledge distillation wit
 solver. The stem is never refit: its input is the same chip in both networks, so a least-squares
 fit there would reproduce the teacher's own weights rather than fit the student's. Last, the
 pool head is refit on the student's final pooled map, as fit_pool_head does.
+
+The closed form keeps each block's first convolution, so the hidden map it fits from is the one
+gradient training left. refine_block (optional, refine_epochs) then trains both convolutions of
+the block, still fed the student's own chained map and still only that block, a few passes of
+Adam on the squared error of the two outputs, before the chain moves on (session 25).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -67,8 +73,8 @@ def refit_block(student: ChipResNet, teacher: ChipResNet, j: int, s_maps: torch.
     xty = torch.zeros(dims, c_out, dtype=torch.float64)
     err, norm = 0.0, 0.0
     for sl in _slices(len(s_maps), batch):
-        h_s, pre_s, shortcut = block_pre_activation(student, j, s_maps[sl])
-        _, pre_t, _ = block_pre_activation(teacher, j, t_maps[sl])
+        h_s, pre_s, shortcut = block_pre_activation(student, j, s_maps[sl].float())
+        _, pre_t, _ = block_pre_activation(teacher, j, t_maps[sl].float())
         err += float((F.relu(pre_s) - F.relu(pre_t)).pow(2).sum())
         norm += float(F.relu(pre_t).pow(2).sum())
         goal = torch.where(pre_t > 0, pre_t, pre_s.clamp(max=0)) if relu_aware else pre_t
@@ -90,10 +96,55 @@ def refit_block(student: ChipResNet, teacher: ChipResNet, j: int, s_maps: torch.
     conv.bias.copy_(w[:, -1].to(conv.bias))
     after = 0.0
     for sl in _slices(len(s_maps), batch):
-        _, pre_s, _ = block_pre_activation(student, j, s_maps[sl])
-        _, pre_t, _ = block_pre_activation(teacher, j, t_maps[sl])
+        _, pre_s, _ = block_pre_activation(student, j, s_maps[sl].float())
+        _, pre_t, _ = block_pre_activation(teacher, j, t_maps[sl].float())
         after += float((F.relu(pre_s) - F.relu(pre_t)).pow(2).sum())
     return {"rel_mse_before": round(err / norm, 5), "rel_mse_after": round(after / norm, 5)}
+
+
+def refine_block(student: ChipResNet, j: int, s_maps: torch.Tensor, target: torch.Tensor, epochs: int,
+                 lr: float = 3e-4, batch: int = 64, gen: torch.Generator | None = None) -> dict:
+    """Both convolutions of student block j (in place) trained by Adam, a cosine schedule over
+    `epochs` passes, to bring the block's output on s_maps (the student's own input maps) to
+    `target` (the teacher's block output, after its ReLU; the loss is the squared error of the two
+    outputs, which is what rel_mse measures, so a negative teacher sum asks only for a
+    non-positive one). Where the closed form (refit_block) keeps the first convolution and fits the
+    second to a fixed hidden map, this moves the hidden map too. Everything else stays frozen.
+    -> {rel_mse_before, rel_mse_after} on these views."""
+    convs = [student.convs[1 + 2 * j], student.convs[2 + 2 * j]]
+    params = [q for c in convs for q in (c.weight, c.bias)]
+    n = len(s_maps)
+    norm = float(sum(target[sl].float().pow(2).sum() for sl in _slices(n, 256)))
+
+    def rel_error() -> float:
+        with torch.no_grad():
+            return sum(float((student.block(j, s_maps[sl].float()) - target[sl].float()).pow(2).sum())
+                       for sl in _slices(n, 256)) / norm
+
+    before = rel_error()
+    keep = [q.requires_grad for q in student.parameters()]
+    for q in student.parameters():
+        q.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    steps, step = epochs * math.ceil(n / batch), 0
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            for sl in _slices(n, batch):
+                idx = order[sl]
+                for g in opt.param_groups:
+                    g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                out = student.block(j, s_maps[idx].float())
+                loss = (out - target[idx].float()).pow(2).sum() / (norm / n * len(idx))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+    for q, k in zip(student.parameters(), keep):
+        q.requires_grad_(k)
+    return {"rel_mse_before": round(before, 5), "rel_mse_after": round(rel_error(), 5)}
 
 
 @torch.no_grad()
@@ -123,12 +174,16 @@ def refit_head(student: FaceEncoder, teacher: FaceEncoder, s_maps: torch.Tensor,
 def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[torch.Tensor],
                 blocks: Iterable[int] | None = None, positions: int = 256, ridge: float = 1e-4,
                 relu_aware: bool = True, head: bool = True, seed: int = 0,
+                refine_epochs: int = 0, refine_lr: float = 3e-4, maps_dtype: torch.dtype = torch.float32,
                 log: Callable[[str], None] | None = None) -> dict:
     """Refit `blocks` of the student (default all; in order from the input) and then its head, in
     place. inputs: batches of the encoder's input (normalised crops, mirror images included as the
-    caller wants them); every view's maps are kept in memory for the pass (~0.3 MB per view
-    at the first block). Both models must be chip_resnet encoders with a pool head.
-    -> {"blocks": {blockJ: refit_block's report}, "head": refit_head's report, "views", "seconds"}."""
+    caller wants them); every view's maps are kept in memory for the pass, as maps_dtype (~0.3 MB
+    per view at the first block in float32, both networks; bfloat16 halves it). Both models must be
+    chip_resnet encoders with a pool head. refine_epochs > 0: after its closed form, each chosen
+    block's two convolutions are trained further on the same views (refine_block).
+    -> {"blocks": {blockJ: refit_block's report, with "refine": refine_block's}, "head": refit_head's
+    report, "views", "seconds"}."""
     t0 = time.time()
     s, t = student.backbone, teacher.backbone
     if not (isinstance(s, ChipResNet) and isinstance(t, ChipResNet)) or s.stages != t.stages:
@@ -137,14 +192,16 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
     teacher.eval()
     s_maps, t_maps = [], []
     for x in inputs:
-        s_maps.append(s.stem(s.chips(x)))
-        t_maps.append(t.stem(t.chips(x)))
+        s_maps.append(s.stem(s.chips(x)).to(maps_dtype))
+        t_maps.append(t.stem(t.chips(x)).to(maps_dtype))
     s_maps, t_maps = torch.cat(s_maps), torch.cat(t_maps)
     n_blocks = len(s.block_downsamples)
     chosen = set(range(n_blocks) if blocks is None else blocks)
     gen = torch.Generator().manual_seed(seed)
     report = {"views": len(s_maps), "positions": positions, "ridge": ridge, "relu_aware": relu_aware,
-              "blocks": {}}
+              "refine_epochs": refine_epochs, "refine_lr": refine_lr, "maps_dtype": str(maps_dtype), "blocks": {}}
+    forward = lambda net, maps: torch.cat([net.block(j, maps[sl].float()).to(maps_dtype)
+                                           for sl in _slices(len(maps), 64)])
     for j in range(n_blocks):
         if j in chosen:
             r = refit_block(s, t, j, s_maps, t_maps, positions, ridge, relu_aware, gen)
@@ -152,8 +209,13 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
             if log:
                 log(f"block{j}: relative error of its output {r['rel_mse_before']:.4f} -> "
                     f"{r['rel_mse_after']:.4f} ({time.time() - t0:.0f} s)")
-        s_maps = torch.cat([s.block(j, s_maps[sl]) for sl in _slices(len(s_maps), 64)])
-        t_maps = torch.cat([t.block(j, t_maps[sl]) for sl in _slices(len(t_maps), 64)])
+        t_maps = forward(t, t_maps)
+        if j in chosen and refine_epochs > 0:
+            r["refine"] = refine_block(s, j, s_maps, t_maps, refine_epochs, refine_lr, gen=gen)
+            if log:
+                log(f"block{j}: both convolutions trained, {r['refine']['rel_mse_before']:.4f} -> "
+                    f"{r['refine']['rel_mse_after']:.4f} ({time.time() - t0:.0f} s)")
+        s_maps = forward(s, s_maps)
     if head:
         report["head"] = refit_head(student, teacher, s_maps, t_maps, ridge)
         if log:

@@ -6,8 +6,11 @@ written by `scripts/dlib_in_pipeline.py runs/dlib0/bf16.pt --precision bfloat16`
 downloaded weights: keep it under runs/, never ship it). Photos: the training crop cache without
 its held-out identities (the list scripts/heldout_eval.py scores), a seeded draw of --photos,
 each with its mirror image. About 4 min for 3,000 photos on 2 cores; ~2 GB of memory per
-1,000 photos.
+1,000 photos (half with --bf16-maps). --refine-epochs N: after its closed form, each block's two
+convolutions are trained N passes on the same views (block_refit.refine_block; ~+70 s per 1,000
+photos at N = 4).
   .venv/bin/python scripts/lsq_refit.py STUDENT.pt OUT.pt [--photos 3000] [--plain] [--flip]
+      [--refine-epochs 4] [--bf16-maps]
 """
 import argparse
 import json
@@ -42,6 +45,10 @@ def main():
     ap.add_argument("--flip", action="store_true", help="write it flip-averaged whatever the student was")
     ap.add_argument("--name", default=None, help="default: the student's name + '-lsq'")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine-epochs", type=int, default=0,
+                    help="after each block's closed form, train both its convolutions this many passes")
+    ap.add_argument("--refine-lr", type=float, default=3e-4)
+    ap.add_argument("--bf16-maps", action="store_true", help="keep the maps in bfloat16 (half the memory)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     folder = Path(a.cache) if a.cache else the_only_cache(ROOT / ".cache/facegate/crops")
@@ -60,6 +67,8 @@ def main():
 
     report = refit_chain(student, teacher, inputs(), None if a.blocks == "all" else [int(b) for b in a.blocks.split(",")],
                          a.positions, a.ridge, relu_aware=not a.plain, seed=a.seed,
+                         refine_epochs=a.refine_epochs, refine_lr=a.refine_lr,
+                         maps_dtype=torch.bfloat16 if a.bf16_maps else torch.float32,
                          log=lambda s: print(s, file=sys.stderr, flush=True))
     report = {"student": a.student, "student_version": meta.get("version"), "teacher": a.teacher,
               "cache": str(folder), "photos": int(len(rows)), "seed": a.seed, **report}

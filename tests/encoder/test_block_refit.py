@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from encoder.block_refit import refit_chain
+from encoder.block_refit import refine_block, refit_chain
 from encoder.face_encoder import EncoderConfig, FaceEncoder
 
 
@@ -84,3 +84,36 @@ def test_it_refuses_a_student_of_another_backbone():
     student = FaceEncoder(EncoderConfig(backbone="face_resnet", input_size=64, embedding_dim=128, dropout=0.0)).eval()
     with pytest.raises(ValueError, match="chip_resnet"):
         refit_chain(student, teacher, [_inputs(2, seed=0)])
+
+
+def test_refinement_trains_both_convolutions_of_one_block_toward_the_teachers_output():
+    teacher = _encoder(0)
+    student = copy.deepcopy(teacher)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for k in (5, 6):                              # block 2's first and second convolutions
+            w = student.backbone.convs[k].weight
+            w.add_(0.3 * w.std() * torch.randn(w.shape, generator=g))
+    maps = _maps_after(student, _inputs(16, seed=5), 1)          # blocks 0-1 are the teacher's
+    with torch.no_grad():
+        target = teacher.backbone.block(2, maps)
+    before = copy.deepcopy(student.state_dict())
+    r = refine_block(student.backbone, 2, maps.to(torch.bfloat16), target.to(torch.bfloat16),
+                     epochs=40, lr=1e-3, batch=8, gen=torch.Generator().manual_seed(0))
+    assert r["rel_mse_after"] < 0.5 * r["rel_mse_before"], r
+    after = student.state_dict()
+    for k in before:
+        assert torch.equal(before[k], after[k]) != k.startswith(("backbone.convs.5.", "backbone.convs.6.")), k
+    assert all(q.requires_grad for q in student.parameters())    # as it was handed in
+
+
+def test_the_chain_with_refinement_reports_each_block_and_leaves_the_stem():
+    teacher = _encoder(0)
+    student = _perturbed(teacher, blocks=range(14))
+    stem = student.backbone.convs[0].weight.clone()
+    report = refit_chain(student, teacher, [_inputs(8, seed=6)], blocks=[0, 5], positions=32,
+                         refine_epochs=1, maps_dtype=torch.bfloat16, head=False)
+    assert set(report["blocks"]) == {"block0", "block5"} and report["maps_dtype"] == "torch.bfloat16"
+    for r in report["blocks"].values():
+        assert r["refine"]["rel_mse_before"] == pytest.approx(r["rel_mse_after"], rel=0.05)
+    assert torch.equal(stem, student.backbone.convs[0].weight)
