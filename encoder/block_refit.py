@@ -166,7 +166,8 @@ def refit_head(student: FaceEncoder, teacher: FaceEncoder, s_maps: torch.Tensor,
                ridge: float = 1e-4) -> dict:
     """The pool head in closed form: the teacher's head output (its raw descriptor) regressed on
     the student's pooled last map, as train.fit_pool_head sets it."""
-    before, after = fit_linear(student.head_fc, s_maps.mean((2, 3)), teacher.head_fc(t_maps.mean((2, 3))), ridge)
+    s_pooled, t_pooled = s_maps.float().mean((2, 3)), t_maps.float().mean((2, 3))
+    before, after = fit_linear(student.head_fc, s_pooled, teacher.head_fc(t_pooled), ridge)
     return {"rel_mse_before": round(before, 5), "rel_mse_after": round(after, 5)}
 
 

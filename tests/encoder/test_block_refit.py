@@ -112,8 +112,9 @@ def test_the_chain_with_refinement_reports_each_block_and_leaves_the_stem():
     student = _perturbed(teacher, blocks=range(14))
     stem = student.backbone.convs[0].weight.clone()
     report = refit_chain(student, teacher, [_inputs(8, seed=6)], blocks=[0, 5], positions=32,
-                         refine_epochs=1, maps_dtype=torch.bfloat16, head=False)
+                         refine_epochs=1, maps_dtype=torch.bfloat16)
     assert set(report["blocks"]) == {"block0", "block5"} and report["maps_dtype"] == "torch.bfloat16"
+    assert report["head"]["rel_mse_after"] < report["head"]["rel_mse_before"]
     for r in report["blocks"].values():
         assert r["refine"]["rel_mse_before"] == pytest.approx(r["rel_mse_after"], rel=0.05)
     assert torch.equal(stem, student.backbone.convs[0].weight)
