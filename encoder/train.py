@@ -15,7 +15,6 @@ written atomically every `ckpt_every` steps; every random draw is a function of 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import zlib
@@ -37,6 +36,7 @@ from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
 from .pk_sampler import PKSampler
+from .schedule import cosine
 from .precision import cpu_has_bf16
 from .triplet_margin_loss import TripletMarginLoss
 
@@ -117,8 +117,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to min_lr at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+    return cosine((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), cfg.lr, cfg.min_lr)
 
 
 def _held_out(identity: str, share: float) -> bool:

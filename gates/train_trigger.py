@@ -38,7 +38,6 @@ so a resumed run sees the same data as an unbroken one.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -48,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from encoder.schedule import cosine
 
 from . import audio_augment as aug
 from . import trigger_metrics as tm
@@ -209,8 +210,7 @@ def lr_at(step: int, cfg: TriggerConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % of the peak."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    q = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(q, 1.0))))
+    return cosine((step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1), cfg.lr, 0.05 * cfg.lr)
 
 
 def train_one_step(model: TriggerNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
