@@ -114,8 +114,8 @@ def refine_block(student: ChipResNet, j: int, s_maps: torch.Tensor, target: torc
     second to a fixed hidden map, this moves the hidden map too. Everything else stays frozen.
     before: the error as it stands, where the caller has just measured it (refit_block's
     rel_mse_after), which saves a pass over the views. bf16: the block's forward and backward
-    under bfloat16 autocast (the weights, Adam's state and the loss stay float32): several times
-    faster where the CPU computes bfloat16 natively (AMX), for the hidden map's rounding.
+    under bfloat16 autocast (the weights, Adam's state and the loss stay float32): 1.3-2x faster
+    per step on a CPU with AMX (session 26), for the hidden map's rounding.
     -> {rel_mse_before, rel_mse_after} on these views."""
     convs = [student.convs[1 + 2 * j], student.convs[2 + 2 * j]]
     params = [q for c in convs for q in (c.weight, c.bias)]
@@ -194,8 +194,8 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
     closed_form=False skips the closed form (a further refinement of a student that was refined
     before, whose first convolutions the closed form would no longer match); the head is still refit.
     refine_bf16: refine_block's training under bfloat16 autocast.
-    -> {"blocks": {blockJ: refit_block's report, with "refine": refine_block's}, "head": refit_head's
-    report, "views", "seconds"}."""
+    -> {"blocks": {blockJ: refit_block's report (none without the closed form), with "refine":
+    refine_block's}, "head": refit_head's report, "views", "seconds"}."""
     t0 = time.time()
     s, t = student.backbone, teacher.backbone
     if not (isinstance(s, ChipResNet) and isinstance(t, ChipResNet)) or s.stages != t.stages:
@@ -212,8 +212,7 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
     gen = torch.Generator().manual_seed(seed)
     report = {"views": len(s_maps), "positions": positions, "ridge": ridge, "relu_aware": relu_aware,
               "closed_form": closed_form, "refine_epochs": refine_epochs, "refine_lr": refine_lr,
-              "refine_bf16": refine_bf16,
-              "maps_dtype": str(maps_dtype), "blocks": {}}
+              "refine_bf16": refine_bf16, "maps_dtype": str(maps_dtype), "blocks": {}}
     forward = lambda net, maps: torch.cat([net.block(j, maps[sl].float()).to(maps_dtype)
                                            for sl in _slices(len(maps), 64)])
     for j in range(n_blocks):

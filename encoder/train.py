@@ -36,8 +36,8 @@ from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
 from .pk_sampler import PKSampler
-from .schedule import cosine
 from .precision import cpu_has_bf16
+from .schedule import cosine
 from .triplet_margin_loss import TripletMarginLoss
 
 

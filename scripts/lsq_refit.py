@@ -10,9 +10,11 @@ each with its mirror image. About 4 min for 3,000 photos on 2 cores; ~2 GB of me
 convolutions are trained N passes on the same views (block_refit.refine_block; ~+70 s per 1,000
 photos at N = 4). --refine-bf16 trains under bfloat16 autocast (1.3-2x faster per step where the CPU
 has AMX); --no-closed-form skips the closed form, for continuing the refinement of a student refined
-before (session 26).
+before (session 26). --views augment: each photo's second view is a training augmentation of it
+(rotation, scale, shift, mirror, colour, grey, low resolution, darkening, noise; encoder/augment.py), a --mixup share of them
+blended with another photo's (function matching), instead of its mirror image.
   .venv/bin/python scripts/lsq_refit.py STUDENT.pt OUT.pt [--photos 3000] [--plain] [--flip]
-      [--refine-epochs 4] [--bf16-maps] [--refine-bf16] [--no-closed-form]
+      [--refine-epochs 4] [--bf16-maps] [--refine-bf16] [--no-closed-form] [--views augment [--mixup 0.5]]
 """
 import argparse
 import json
@@ -28,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 from encoder.block_refit import refit_chain  # noqa: E402
 from encoder.checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 from encoder.crop_cache import CropCache, the_only_cache  # noqa: E402
-from encoder.face_encoder import preprocess  # noqa: E402
-from encoder.train import UNLABELLED, _held_out  # noqa: E402
+from encoder.augment import AugmentConfig, augment_pixels  # noqa: E402
+from encoder.face_encoder import pixels_to_input, preprocess  # noqa: E402
+from encoder.train import UNLABELLED, _held_out, mix_extra  # noqa: E402
 
 
 def main():
@@ -52,9 +55,13 @@ def main():
     ap.add_argument("--refine-lr", type=float, default=3e-4)
     ap.add_argument("--bf16-maps", action="store_true", help="keep the maps in bfloat16 (half the memory)")
     ap.add_argument("--refine-bf16", action="store_true",
-                    help="train under bfloat16 autocast (several times faster on a CPU with AMX)")
+                    help="refine under bfloat16 autocast (1.3-2x faster per step on a CPU with AMX)")
     ap.add_argument("--no-closed-form", action="store_true",
                     help="only refine (a student refined before: continue its refinement)")
+    ap.add_argument("--views", choices=("flip", "augment"), default="flip",
+                    help="each photo's second view: its mirror image, or a training augmentation of it "
+                         "(encoder/augment.py), a --mixup share of them blended with another photo's")
+    ap.add_argument("--mixup", type=float, default=0.5, help="with --views augment: the share blended")
     a = ap.parse_args()
     torch.set_num_threads(2)
     folder = Path(a.cache) if a.cache else the_only_cache(ROOT / ".cache/facegate/crops")
@@ -66,10 +73,19 @@ def main():
     teacher, _ = load_checkpoint(a.teacher)
     meta = read_meta(a.student)
 
+    gen = torch.Generator().manual_seed(a.seed)
+    size = student.config.input_size
+
     def inputs():
         for i in range(0, len(rows), 64):
-            x = preprocess(np.ascontiguousarray(cache.crops[rows[i:i + 64]]), student.config.input_size)
-            yield torch.cat([x, x.flip(3)])
+            crops = torch.from_numpy(np.ascontiguousarray(cache.crops[rows[i:i + 64]]))
+            x = preprocess(crops, size)
+            if a.views == "flip":
+                yield torch.cat([x, x.flip(3)])
+                continue
+            # the teacher's function on views the photos alone do not show (function matching)
+            pixels, _ = mix_extra(augment_pixels(crops, crops.shape[1], AugmentConfig(), gen), 0, a.mixup, gen)
+            yield torch.cat([x, pixels_to_input(pixels, size)])
 
     report = refit_chain(student, teacher, inputs(), None if a.blocks == "all" else [int(b) for b in a.blocks.split(",")],
                          a.positions, a.ridge, relu_aware=not a.plain, seed=a.seed,
@@ -78,6 +94,7 @@ def main():
                          closed_form=not a.no_closed_form, refine_bf16=a.refine_bf16,
                          log=lambda s: print(s, file=sys.stderr, flush=True))
     report = {"student": a.student, "student_version": meta.get("version"), "teacher": a.teacher,
+              "second_view": a.views, **({"mixup": a.mixup} if a.views == "augment" else {}),
               "cache": str(folder), "photos": int(len(rows)), "seed": a.seed, **report}
     prep = meta.get("preprocessing", {})
     ck = save_checkpoint(a.out, student, name=a.name or f"{meta['name']}-lsq",
