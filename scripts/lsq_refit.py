@@ -11,8 +11,8 @@ convolutions are trained N passes on the same views (block_refit.refine_block; ~
 photos at N = 4). --refine-bf16 trains under bfloat16 autocast (1.3-2x faster per step where the CPU
 has AMX); --no-closed-form skips the closed form, for continuing the refinement of a student refined
 before (session 26). --views augment: each photo's second view is a training augmentation of it
-(rotation, scale, shift, mirror, colour, grey, low resolution, darkening, noise; encoder/augment.py), a --mixup share of them
-blended with another photo's (function matching), instead of its mirror image.
+(rotation, scale, shift, mirror, colour, grey, low resolution, darkening, noise; encoder/augment.py),
+a --mixup share of them blended with another photo's (function matching), instead of its mirror.
   .venv/bin/python scripts/lsq_refit.py STUDENT.pt OUT.pt [--photos 3000] [--plain] [--flip]
       [--refine-epochs 4] [--bf16-maps] [--refine-bf16] [--no-closed-form] [--views augment [--mixup 0.5]]
 """
@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from encoder.augment import AugmentConfig, augment_pixels  # noqa: E402
 from encoder.block_refit import refit_chain  # noqa: E402
 from encoder.checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 from encoder.crop_cache import CropCache, the_only_cache  # noqa: E402
-from encoder.augment import AugmentConfig, augment_pixels  # noqa: E402
 from encoder.face_encoder import pixels_to_input, preprocess  # noqa: E402
 from encoder.train import UNLABELLED, _held_out, mix_extra  # noqa: E402
 
