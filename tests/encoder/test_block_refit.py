@@ -86,8 +86,9 @@ def test_it_refuses_a_student_of_another_backbone():
         refit_chain(student, teacher, [_inputs(2, seed=0)])
 
 
-def test_refinement_trains_both_convolutions_of_one_block_toward_the_teachers_output():
-    teacher = _encoder(0)
+def _block2_perturbed(teacher: FaceEncoder) -> tuple[FaceEncoder, torch.Tensor, torch.Tensor]:
+    """A copy of the teacher with block 2's two convolutions perturbed -> (student, block 2's input
+    maps, the teacher's block 2 output on them)."""
     student = copy.deepcopy(teacher)
     g = torch.Generator().manual_seed(11)
     with torch.no_grad():
@@ -97,6 +98,12 @@ def test_refinement_trains_both_convolutions_of_one_block_toward_the_teachers_ou
     maps = _maps_after(student, _inputs(16, seed=5), 1)          # blocks 0-1 are the teacher's
     with torch.no_grad():
         target = teacher.backbone.block(2, maps)
+    return student, maps, target
+
+
+def test_refinement_trains_both_convolutions_of_one_block_toward_the_teachers_output():
+    teacher = _encoder(0)
+    student, maps, target = _block2_perturbed(teacher)
     before = copy.deepcopy(student.state_dict())
     r = refine_block(student.backbone, 2, maps.to(torch.bfloat16), target.to(torch.bfloat16),
                      epochs=40, lr=1e-3, batch=8, gen=torch.Generator().manual_seed(0))
@@ -124,15 +131,7 @@ def test_the_refinement_is_as_strong_under_bfloat16_autocast():
     teacher = _encoder(0)
     results = []
     for bf16 in (False, True):
-        student = copy.deepcopy(teacher)
-        g = torch.Generator().manual_seed(11)
-        with torch.no_grad():
-            for k in (5, 6):
-                w = student.backbone.convs[k].weight
-                w.add_(0.3 * w.std() * torch.randn(w.shape, generator=g))
-        maps = _maps_after(student, _inputs(16, seed=5), 1)
-        with torch.no_grad():
-            target = teacher.backbone.block(2, maps)
+        student, maps, target = _block2_perturbed(teacher)
         r = refine_block(student.backbone, 2, maps, target, epochs=40, lr=1e-3, batch=8,
                          gen=torch.Generator().manual_seed(0), bf16=bf16)
         assert student.backbone.convs[5].weight.dtype == torch.float32   # the weights stay float32
