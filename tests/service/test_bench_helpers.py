@@ -28,6 +28,16 @@ def test_rates_at_other_thresholds_count_faceless_probes_as_rejects():
     assert door_run.rates_at(2.0, [0.5], 2, [], 0) == {"threshold": 2.0, "frr": 0.5, "far": 0.0}
 
 
+def test_retake_shows_another_photo_of_the_same_person_never_the_enrolment_one():
+    photos = ["p0", "p1", "p2", "p3", "p4", "p5"]      # p0 enrolled, p1-p3 probes (probes=3)
+    assert door_run.retake_photo(photos, "p2", 3) == "p4"   # an unused photo first
+    assert door_run.retake_photo(photos[:4], "p2", 3) == "p1"   # none unused: another probe
+    assert door_run.retake_photo(photos[:4], "p1", 3) == "p2"
+    assert door_run.retake_photo(["p0", "p1"], "p1", 3) is None   # nothing else to show
+    assert door_run.retake_photo(["p0", "p1", "p2"], "p1", 1) == "p2"
+    assert "NO_MATCH" not in door_run.RETAKE_REASONS and "MULTIPLE_FACES" in door_run.RETAKE_REASONS
+
+
 def test_wilson_interval_contains_the_rate_and_narrows_with_n():
     lo, hi = door_run.wilson(4, 100)
     assert lo < 0.04 < hi and lo > 0
