@@ -228,6 +228,8 @@ def main():
         "verify_at_other_thresholds": [
             rates_at(round(verify_threshold * m, 4), genuine_d, counts["genuine"], impostor_d, counts["impostor"])
             for m in (0.8, 0.9, 1.1, 1.2, 1.3, 1.4)] if verify_threshold else [],
+        # the first attempts' measured distances, for other cuts than these (a refusal has none)
+        "verify_distances": {"owner": [round(d, 4) for d in genuine_d], "impostor": [round(d, 4) for d in impostor_d]},
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
