@@ -126,15 +126,22 @@ def main():
     genuine_d, impostor_d = [], []
     false_rejects = []   # each owner turned away: which photo, why (a refusal has a reason, no distance)
     txn_false_rejects = []   # the same, per transaction (a refusal, then its retake)
-    n_calls = 0
+
+    def ask(*args: str) -> tuple[int, dict]:
+        """One camera-client call at the site, counted."""
+        counts["cli_calls"] += 1
+        return cli(a.facegate, *args, "--server", a.server, *site)
+
+    def rel(photo: str) -> str:
+        return str(Path(photo).relative_to(a.lfw))
+
     verify_threshold = None
     for i, n in enumerate(enrolled):
         for probe in people[n][1:1 + a.probes]:
             others = [enrolled[(i + 1 + j) % len(enrolled)]
                       for j in rng.sample(range(len(enrolled) - 1), min(a.impostors, len(enrolled) - 1))]
             retake = retake_photo(people[n], probe, a.probes)
-            rc, r = cli(a.facegate, "verify", probe, "--subject", n, "--server", a.server, *site)
-            n_calls += 1
+            rc, r = ask("verify", probe, "--subject", n)
             if r.get("threshold") is not None and (r.get("light_profile") or "day") == "day":
                 verify_threshold = r["threshold"]
             if r.get("reason") in ("NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL"):
@@ -142,7 +149,7 @@ def main():
             counts["genuine"] += 1
             counts["false_reject"] += rc != 0
             if rc != 0:
-                false_rejects.append({"probe": str(Path(probe).relative_to(a.lfw)), "rc": rc,
+                false_rejects.append({"probe": rel(probe), "rc": rc,
                                       "decision": r.get("decision"), "reason": r.get("reason") or None,
                                       "distance": r.get("distance")})
             if r.get("distance") is not None:
@@ -153,27 +160,23 @@ def main():
                 if retake is None:
                     counts["txn_genuine_no_retake_photo"] += 1
                 else:
-                    txn_rc, txn_r = cli(a.facegate, "verify", retake, "--subject", n, "--server", a.server, *site)
-                    shown = str(Path(retake).relative_to(a.lfw))
-                    n_calls += 1
+                    txn_rc, txn_r = ask("verify", retake, "--subject", n)
+                    shown = rel(retake)
             if txn_rc != 0:
-                txn_false_rejects.append({"probe": str(Path(probe).relative_to(a.lfw)), "retake": shown,
+                txn_false_rejects.append({"probe": rel(probe), "retake": shown,
                                           "reason": txn_r.get("reason") or None, "distance": txn_r.get("distance")})
             counts["txn_false_reject"] += txn_rc != 0
             for other in others:
-                rc, r = cli(a.facegate, "verify", probe, "--subject", other, "--server", a.server, *site)
-                n_calls += 1
+                rc, r = ask("verify", probe, "--subject", other)
                 counts["impostor"] += 1
                 counts["false_accept"] += rc == 0
                 if r.get("distance") is not None:
                     impostor_d.append(r["distance"])
                 if r.get("reason") in RETAKE_REASONS and retake is not None:
                     counts["txn_impostor_retakes"] += 1
-                    rc, _ = cli(a.facegate, "verify", retake, "--subject", other, "--server", a.server, *site)
-                    n_calls += 1
+                    rc, _ = ask("verify", retake, "--subject", other)
                 counts["txn_false_accept"] += rc == 0
-            rc, r = cli(a.facegate, "identify", probe, "--server", a.server, *site)
-            n_calls += 1
+            rc, r = ask("identify", probe)
             counts["identify_enrolled"] += 1
             if r.get("subject") == n:
                 counts["identified_right"] += 1
@@ -185,8 +188,7 @@ def main():
         print(f"{i + 1}/{len(enrolled)} people probed", file=sys.stderr)
     for n in strangers:
         for photo in people[n][:a.strangers_photos]:
-            rc, r = cli(a.facegate, "identify", photo, "--server", a.server, *site)
-            n_calls += 1
+            rc, r = ask("identify", photo)
             counts["strangers"] += 1
             counts["strangers_unknown"] += r.get("subject") is None and rc == 1
     res = {
@@ -220,7 +222,7 @@ def main():
         "strangers_unknown_95ci": wilson(counts["strangers_unknown"], counts["strangers"]),
         "strangers_unknown_rate": round(counts["strangers_unknown"] / max(counts["strangers"], 1), 4),
         "identify_threshold": threshold if counts["identify_enrolled"] else None,
-        "cli_calls": n_calls, "seconds": round(time.time() - t0, 1),
+        "cli_calls": counts["cli_calls"], "seconds": round(time.time() - t0, 1),
         "encoder_version": status.get("encoder_version"), "encoder_arithmetic": status.get("encoder_arithmetic"),
         "verify_threshold": verify_threshold,
         # the same verify calls' distances judged at other thresholds (derived, not separate runs):
