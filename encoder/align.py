@@ -88,6 +88,23 @@ def centre_crop(img: np.ndarray, size: int = 112, share: float = 0.55) -> np.nda
     return cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
 
 
+def visible_areas(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The area of each box (N,4: x0, y0, x1, y1) that lies inside an h x w photo."""
+    clipped = np.clip(boxes, 0, [w, h, w, h])
+    return (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+
+
+def choose_face(boxes: np.ndarray, h: int, w: int) -> int:
+    """The face a photo is about: the largest and most central, both judged by the part of each
+    box inside the photo. MTCNN extends the box of a face cut off by the frame far beyond it
+    (LFW's Winona_Ryder_0015: a bystander's box of 188 x 196 px in a 250 x 250 photo, two thirds
+    of it outside), and scored by its full box such a face beat the person in the middle."""
+    clipped = np.clip(boxes, 0, [w, h, w, h])
+    centres = np.stack([(clipped[:, 0] + clipped[:, 2]) / 2, (clipped[:, 1] + clipped[:, 3]) / 2], 1)
+    off = np.linalg.norm((centres - [w / 2, h / 2]) / [w, h], axis=1)  # 0 at the centre, ~0.7 in a corner
+    return int(np.argmax(visible_areas(boxes, h, w) * (1.0 - off)))
+
+
 class FaceAligner:
     """MTCNN on one photo; picks the largest, most central face and aligns it to the template."""
 
@@ -132,18 +149,14 @@ class FaceAligner:
         h, w = img.shape[:2]
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-        off = np.linalg.norm((centres - [w / 2, h / 2]) / [w, h], axis=1)  # 0 at the centre, ~0.7 in a corner
-        score = areas * (1.0 - off)
-        i = int(np.argmax(score))
+        visible = visible_areas(boxes, h, w)
+        i = choose_face(boxes, h, w)
         result = FaceAlignment(
             Reason.OK, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
         )
         result.crop = warp_to_template(img, points[i], cfg.crop_size)
         # A competing face is judged by what the photo shows of it: a face cut off by the frame's
         # edge (a passer-by at the border of a cropped photo) is not a second person at the door.
-        clipped = np.clip(boxes, 0, [w, h, w, h])
-        visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
         rivals = [j for j in range(len(boxes)) if j != i and visible[j] >= cfg.min_visible * areas[j]
                   and visible[j] >= cfg.multiple_ratio * visible[i]]
         if sides[i] < cfg.min_face_px:

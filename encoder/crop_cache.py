@@ -26,7 +26,7 @@ from .face_folders import Photo
 from .images import ImageError, decode_image
 
 SHARD = 256
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the face is chosen by its part inside the photo (align.choose_face)
 
 
 def cache_key(photos: list[Photo], config: AlignConfig, teacher: bool) -> str:

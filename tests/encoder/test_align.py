@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.align import TEMPLATE_112, Reason, centre_crop, similarity_transform
+from encoder.align import TEMPLATE_112, Reason, centre_crop, choose_face, similarity_transform
 from encoder.images import decode_image
 
 
@@ -115,3 +115,22 @@ def test_a_face_cut_off_by_the_frame_is_not_a_second_person(aligner, lfw):
     r = aligner.align(img)
     assert r.faces == 2 and r.reason is Reason.OK
     assert r.box[0] < 125 < r.box[2]            # the central face is the one chosen
+
+
+def test_the_chosen_face_is_judged_by_what_the_photo_shows_of_it():
+    # MTCNN's box of a face at the frame's right edge runs far outside the 250 x 250 photo; by its
+    # full box it is the largest face, but only a strip of it is in the photo
+    boxes = np.array([[183, 62, 371, 258], [84, 67, 172, 183]], np.float32)
+    assert choose_face(boxes, 250, 250) == 1
+    # inside the frame the rule is unchanged: the larger of two central faces, the central one of
+    # two of the same size
+    assert choose_face(np.array([[60, 60, 120, 120], [100, 90, 200, 190]], np.float32), 250, 250) == 1
+    assert choose_face(np.array([[0, 0, 80, 80], [85, 85, 165, 165]], np.float32), 250, 250) == 1
+
+
+@pytest.mark.parametrize("photo", ["Winona_Ryder/Winona_Ryder_0015.jpg", "Wendy_Selig/Wendy_Selig_0001.jpg"])
+def test_a_bystander_cut_off_by_the_frame_is_not_chosen_over_the_person_in_the_middle(aligner, lfw, photo):
+    # two DevTest photos where a second face, mostly outside the frame, once won the choice
+    r = aligner.align(decode_image(lfw / "images" / photo))
+    assert r.faces == 2 and r.reason is Reason.OK
+    assert r.box[0] < 125 < r.box[2] and r.box[1] < 125 < r.box[3]
