@@ -12,6 +12,11 @@ averaged, as eval-pairs does):
   L2    the crop from the second pass's landmarks
   mean  the crop from the average of L1 and L2
 
+and two more, which average views of two alignments:
+
+  L1+mirror(L2)  the L1 crop and the mirror image of the L2 crop (2 network runs, as now)
+  L1+L2          both crops and both mirror images (4 network runs)
+
 and eval-pairs' metrics are printed for each; with --heldout, also scripts/heldout_eval.py's
 metrics on the held-out DevTrain people's photos (506, the training crop cache's held-out rows),
 each aligned the three ways here, which is the list that chooses. The crops are kept in
@@ -104,10 +109,16 @@ def main():
     def run(c: np.ndarray) -> np.ndarray:
         return np.concatenate([emb.embed_crops(np.ascontiguousarray(c[i:i + 64])) for i in range(0, len(c), 64)])
 
+    def embeddings(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        view = {k: run(v) for k, v in c.items()}
+        mirror = {k: run(v[:, :, ::-1]) for k, v in c.items()}
+        out = {k: view[k] + mirror[k] for k in c}
+        out["L1+mirror(L2)"] = view["L1"] + mirror["L2"]
+        out["L1+L2"] = view["L1"] + mirror["L1"] + view["L2"] + mirror["L2"]
+        return {k: e / np.linalg.norm(e, axis=1, keepdims=True) for k, e in out.items()}
+
     results = {}
-    for name, c in variants.items():
-        e = run(c) + run(c[:, :, ::-1])
-        e /= np.linalg.norm(e, axis=1, keepdims=True)
+    for name, e in embeddings(variants).items():
         for ln, pl in lists.items():
             d = np.linalg.norm(e[[index[p] for p in pl.a]] - e[[index[p] for p in pl.b]], axis=1)
             r = pair_report(d, pl.same, pl.folds)
@@ -120,9 +131,7 @@ def main():
         cache = CropCache(the_only_cache(ROOT / ".cache/facegate/crops"))
         rows, pa, pb, same = heldout_pairs(cache.identities, 0.05, 15, 0)
         held = crops(ROOT, [cache.paths[r] for r in rows], a.size, ROOT / f"runs/tta/second_pass_{a.size}_heldout.npz")
-        for name, c in held.items():
-            e = run(c) + run(c[:, :, ::-1])
-            e /= np.linalg.norm(e, axis=1, keepdims=True)
+        for name, e in embeddings(held).items():
             results[f"{name}/heldout"] = heldout_report(e, pa, pb, same)
             print(name, "heldout", results[f"{name}/heldout"], file=sys.stderr, flush=True)
     report = {"checkpoint_version": emb.version, "arithmetic": emb.arithmetic, "size": a.size,
