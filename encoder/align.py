@@ -90,8 +90,11 @@ def centre_crop(img: np.ndarray, size: int = 112, share: float = 0.55) -> np.nda
 
 def visible_areas(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
     """The area of each box (N,4: x0, y0, x1, y1) that lies inside an h x w photo."""
-    clipped = np.clip(boxes, 0, [w, h, w, h])
-    return (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    return _areas(np.clip(boxes, 0, [w, h, w, h]))
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def choose_face(boxes: np.ndarray, h: int, w: int) -> int:
@@ -102,7 +105,7 @@ def choose_face(boxes: np.ndarray, h: int, w: int) -> int:
     clipped = np.clip(boxes, 0, [w, h, w, h])
     centres = np.stack([(clipped[:, 0] + clipped[:, 2]) / 2, (clipped[:, 1] + clipped[:, 3]) / 2], 1)
     off = np.linalg.norm((centres - [w / 2, h / 2]) / [w, h], axis=1)  # 0 at the centre, ~0.7 in a corner
-    return int(np.argmax(visible_areas(boxes, h, w) * (1.0 - off)))
+    return int(np.argmax(_areas(clipped) * (1.0 - off)))
 
 
 class FaceAligner:
@@ -148,7 +151,7 @@ class FaceAligner:
             return FaceAlignment(Reason.NO_FACE, detail="no face found")
         h, w = img.shape[:2]
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        areas = _areas(boxes)
         visible = visible_areas(boxes, h, w)
         i = choose_face(boxes, h, w)
         result = FaceAlignment(
