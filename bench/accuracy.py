@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
-from encoder.pair_metrics import pair_report, plot_roc, roc  # noqa: E402
+from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 
 
@@ -90,7 +90,8 @@ def main():
     curves = {}
     emb = Embedder.from_checkpoint(a.checkpoint)
     fg = embed_photos(emb, a.root, photos, threads=1, desc="facegate")
-    d, rep = score(pairs, fg.vectors)
+    d_fg, rep = score(pairs, fg.vectors)
+    d = d_fg
     out["machine"] = machine_info()
     out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
                        "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
@@ -107,6 +108,11 @@ def main():
             curves["face_recognition (dlib ResNet, HOG)"] = roc(d, pairs.same)[1:]
             out["embed_speedup"] = round(te / max(fg.sec_per_embed, 1e-9), 2)
             out["acc_difference"] = round(out["facegate"]["acc"] - out["face_recognition"]["acc"], 4)
+            # the two on the same pairs, each judged by the 10-fold protocol: is the difference more
+            # than the pairs that either gets right by luck of the threshold?
+            m = mcnemar(kfold_correct(d_fg, pairs.same, pairs.folds), kfold_correct(d, pairs.same, pairs.folds))
+            out["paired"] = {"only_facegate_right": m["only_a_right"], "only_peer_right": m["only_b_right"],
+                             "both_wrong": m["both_wrong"], "mcnemar_p": m["mcnemar_p"]}
     plot = Path(a.plot or ROOT / f"bench/out/accuracy_{Path(a.pairs).stem}.png")
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot_roc(curves, str(plot), title=f"ROC on {Path(a.pairs).name}")

@@ -56,6 +56,31 @@ def accuracy(dist, same, threshold) -> float:
     return float(np.mean((np.asarray(dist) <= threshold) == np.asarray(same, bool)))
 
 
+def kfold_correct(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Whether the LFW protocol judges each pair right: the pair's fold is judged with the best
+    threshold of the other folds (as kfold_accuracy does)."""
+    dist, same, folds = np.asarray(dist), np.asarray(same, bool), np.asarray(folds)
+    right = np.zeros(len(dist), bool)
+    for f in np.unique(folds):
+        test = folds == f
+        t, _ = best_accuracy_threshold(dist[~test], same[~test])
+        right[test] = (dist[test] <= t) == same[test]
+    return right
+
+
+def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict:
+    """Two systems judged on the same pairs: how many only A gets right, how many only B, and
+    the exact two-sided McNemar p-value (a binomial test on those discordant pairs)."""
+    from math import comb
+
+    a, b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"only_a_right": only_a, "only_b_right": only_b, "both_wrong": int((~a & ~b).sum()),
+            "mcnemar_p": round(p, 4)}
+
+
 def kfold_accuracy(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> tuple[float, float]:
     """LFW protocol: each fold judged with the best threshold of the other folds; mean and std."""
     dist, same, folds = np.asarray(dist), np.asarray(same, bool), np.asarray(folds)

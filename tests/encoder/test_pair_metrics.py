@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from encoder.pair_metrics import (accuracy, auc, best_accuracy_threshold, eer, kfold_accuracy, pair_report,
-                                  roc, tar_at_far, threshold_at_far)
+from encoder.pair_metrics import (accuracy, auc, best_accuracy_threshold, eer, kfold_accuracy, kfold_correct,
+                                  mcnemar, pair_report, roc, tar_at_far, threshold_at_far)
 
 # Eight pairs, four genuine (T) and four impostors (F):
 #   dist  .1 .2 .3 .4 .5 .6 .7 .8
@@ -184,3 +184,25 @@ def test_pair_report():
         "tar@far=1e-2": 0.75, "tar@far=1e-3": 0.75, "threshold": 0.35,
     }
     assert isinstance(r["pairs"], int)
+
+
+def test_kfold_correct_is_kfold_accuracy_pair_by_pair():
+    rng = np.random.default_rng(0)
+    same = np.repeat([True, False], 100)
+    dist = np.where(same, rng.normal(0.8, 0.2, 200), rng.normal(1.2, 0.2, 200))
+    folds = np.tile(np.arange(10), 20)                   # 20 pairs per fold, as LFW's equal folds
+    right = kfold_correct(dist, same, folds)
+    assert right.mean() == pytest.approx(kfold_accuracy(dist, same, folds)[0])
+    assert 0 < (~right).sum() < 200                      # the overlap costs some pairs, not all
+
+
+def test_mcnemar_counts_and_exact_p():
+    a = np.array([1, 1, 1, 1, 1, 0, 1, 0], bool)
+    b = np.array([1, 0, 0, 0, 0, 0, 1, 0], bool)
+    m = mcnemar(a, b)
+    assert (m["only_a_right"], m["only_b_right"], m["both_wrong"]) == (4, 0, 2)
+    assert m["mcnemar_p"] == pytest.approx(2 / 16)       # 4 of 4 discordant pairs one way: 2 * 0.5**4
+    assert mcnemar(a, a)["mcnemar_p"] == 1.0             # no discordant pair: no evidence either way
+    # 7 against 5 discordant pairs: 2 * P(X <= 5), X ~ Bin(12, 0.5) = 2 * 1586 / 4096
+    x = np.array([1] * 7 + [0] * 5, bool)
+    assert mcnemar(x, ~x)["mcnemar_p"] == pytest.approx(2 * 1586 / 4096, abs=1e-4)
