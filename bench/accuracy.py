@@ -91,11 +91,10 @@ def main():
     emb = Embedder.from_checkpoint(a.checkpoint)
     fg = embed_photos(emb, a.root, photos, threads=1, desc="facegate")
     d_fg, rep = score(pairs, fg.vectors)
-    d = d_fg
     out["machine"] = machine_info()
     out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
                        "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
-    curves[f"facegate {emb.version}"] = roc(d, pairs.same)[1:]
+    curves[f"facegate {emb.version}"] = roc(d_fg, pairs.same)[1:]
     if not a.no_peer:
         try:
             vec, nf, td, te = peer_embed(Path(a.root), photos)

@@ -24,7 +24,6 @@ runs/tta/second_pass_S[_heldout].npz. Run from the repository root:
   .venv/bin/python scripts/second_pass_landmarks.py [--size S] [--checkpoint CK] [--heldout] [--out F.json]
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -40,9 +39,7 @@ from encoder.align import (TEMPLATE_112, AlignConfig, FaceAligner, centre_crop, 
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 from encoder.pair_eval import PairList  # noqa: E402
-from encoder.pair_metrics import pair_report  # noqa: E402
-
-LISTS = ("pairs_devtest", "pairs_devtest_far")
+from scripts.tta_eval import LISTS, embed_in_batches, list_metrics, write_report  # noqa: E402
 
 
 def second_pass(aligner: FaceAligner, img: np.ndarray, first: np.ndarray, size: int) -> np.ndarray | None:
@@ -106,12 +103,9 @@ def main():
     emb = Embedder.from_checkpoint(a.checkpoint)
     emb.flip = False                       # both views are run here, as flip_average does
 
-    def run(c: np.ndarray) -> np.ndarray:
-        return np.concatenate([emb.embed_crops(np.ascontiguousarray(c[i:i + 64])) for i in range(0, len(c), 64)])
-
     def embeddings(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        view = {k: run(v) for k, v in c.items()}
-        mirror = {k: run(v[:, :, ::-1]) for k, v in c.items()}
+        view = {k: embed_in_batches(emb, v) for k, v in c.items()}
+        mirror = {k: embed_in_batches(emb, v[:, :, ::-1]) for k, v in c.items()}
         out = {k: view[k] + mirror[k] for k in c}
         out["L1+mirror(L2)"] = view["L1"] + mirror["L2"]
         out["L1+L2"] = view["L1"] + mirror["L1"] + view["L2"] + mirror["L2"]
@@ -119,11 +113,9 @@ def main():
 
     results = {}
     for name, e in embeddings(variants).items():
-        for ln, pl in lists.items():
-            d = np.linalg.norm(e[[index[p] for p in pl.a]] - e[[index[p] for p in pl.b]], axis=1)
-            r = pair_report(d, pl.same, pl.folds)
-            results[f"{name}/{ln}"] = {k: r[k] for k in ("acc", "auc", "eer", "tar@far=1e-2", "tar@far=1e-3")}
-            print(name, ln, results[f"{name}/{ln}"], file=sys.stderr, flush=True)
+        for ln, r in list_metrics(e, lists, index).items():
+            results[f"{name}/{ln}"] = r
+            print(name, ln, r, file=sys.stderr, flush=True)
     if a.heldout:
         from scripts.heldout_eval import report as heldout_report
         from encoder.crop_cache import CropCache, the_only_cache
@@ -134,12 +126,8 @@ def main():
         for name, e in embeddings(held).items():
             results[f"{name}/heldout"] = heldout_report(e, pa, pb, same)
             print(name, "heldout", results[f"{name}/heldout"], file=sys.stderr, flush=True)
-    report = {"checkpoint_version": emb.version, "arithmetic": emb.arithmetic, "size": a.size,
-              "photos": len(paths), "results": results}
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report))
+    write_report({"checkpoint_version": emb.version, "arithmetic": emb.arithmetic, "size": a.size,
+                  "photos": len(paths), "results": results}, a.out)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,28 @@ def aligned_crops(emb: Embedder, lfw: Path, paths: list[str], cache: Path) -> np
     return crops
 
 
+def embed_in_batches(emb: Embedder, crops: np.ndarray) -> np.ndarray:
+    return np.concatenate([emb.embed_crops(np.ascontiguousarray(crops[i:i + 64])) for i in range(0, len(crops), 64)])
+
+
+def list_metrics(e: np.ndarray, lists: dict[str, PairList], index: dict[str, int]) -> dict[str, dict]:
+    """eval-pairs' metrics of unit embeddings e (rows named by index) on each pair list."""
+    out = {}
+    for ln, pl in lists.items():
+        d = np.linalg.norm(e[[index[p] for p in pl.a]] - e[[index[p] for p in pl.b]], axis=1)
+        r = pair_report(d, pl.same, pl.folds)
+        out[ln] = {k: r[k] for k in ("acc", "auc", "eer", "tar@far=1e-2", "tar@far=1e-3")}
+    return out
+
+
+def write_report(report: dict, out: str | None) -> None:
+    """The JSON report to out (if given) and to stdout."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report))
+
+
 def warp(c: np.ndarray, s: float = 1.0, dx: float = 0, dy: float = 0) -> np.ndarray:
     size = c.shape[0]
     m = np.float32([[s, 0, (1 - s) * size / 2 + dx], [0, s, (1 - s) * size / 2 + dy]])
@@ -77,8 +99,7 @@ def main():
     index = {p: i for i, p in enumerate(paths)}
 
     def run(view) -> np.ndarray:
-        return np.concatenate([emb.embed_crops(np.ascontiguousarray(view(crops[i:i + 64])))
-                               for i in range(0, len(crops), 64)])
+        return embed_in_batches(emb, view(crops))
 
     base = run(lambda c: c)
     mirror = run(lambda c: c[:, :, ::-1])
@@ -94,18 +115,11 @@ def main():
     for name, vecs in variants.items():
         e = sum(vecs)
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
-        for ln, pl in lists.items():
-            d = np.linalg.norm(e[[index[p] for p in pl.a]] - e[[index[p] for p in pl.b]], axis=1)
-            r = pair_report(d, pl.same, pl.folds)
-            results[f"{name}/{ln}"] = {"network_runs_per_face": len(vecs),
-                                       **{k: r[k] for k in ("acc", "auc", "eer", "tar@far=1e-2", "tar@far=1e-3")}}
+        for ln, r in list_metrics(e, lists, index).items():
+            results[f"{name}/{ln}"] = {"network_runs_per_face": len(vecs), **r}
             print(name, ln, results[f"{name}/{ln}"], file=sys.stderr, flush=True)
-    report = {"checkpoint_version": emb.version, "arithmetic": emb.arithmetic, "photos": len(paths),
-              "results": results}
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report))
+    write_report({"checkpoint_version": emb.version, "arithmetic": emb.arithmetic, "photos": len(paths),
+                  "results": results}, a.out)
 
 
 if __name__ == "__main__":
