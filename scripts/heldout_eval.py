@@ -11,7 +11,7 @@ same MTCNN alignment as eval-pairs); each checkpoint embeds them as the service 
 flip_average and arithmetic). For the teacher's reference figures, pass the checkpoint that
 scripts/dlib_in_pipeline.py writes (dlib's own weights in this pipeline; never shipped).
 Run from the repository root, after a training run has built the cache:
-  .venv/bin/python scripts/heldout_eval.py CK [CK ...] [--out runs/heldout.json]
+  .venv/bin/python scripts/heldout_eval.py CK [CK ...] [--out runs/heldout.json] [--teacher runs/dlib0/bf16.pt]
 """
 import argparse
 import json
@@ -48,6 +48,9 @@ def main():
     ap.add_argument("--per-identity", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file (default: stdout only)")
+    ap.add_argument("--teacher", default=None,
+                    help="also report each checkpoint's closeness to this one (dlib's network in this "
+                         "pipeline, runs/dlib0/bf16.pt): the cosine of the two embeddings of each photo")
     a = ap.parse_args()
     torch.set_num_threads(1)
     folder = Path(a.cache) if a.cache else the_only_cache(ROOT / ".cache/facegate/crops")
@@ -58,11 +61,24 @@ def main():
            "identities": len({cache.identities[r] for r in rows}),
            "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
            "per_identity": a.per_identity, "seed": a.seed, "results": {}}
-    for ck in a.checkpoints:
+    def embed(ck, flip=None):
         emb = Embedder.from_checkpoint(ck)
-        e = np.concatenate([emb.embed_crops(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+        emb.flip = emb.flip if flip is None else flip
+        return emb, np.concatenate([emb.embed_crops(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+
+    teacher = None
+    if a.teacher:   # flip-averaged, as the students are served
+        out["teacher"] = {"checkpoint": a.teacher, "flip": True}
+        teacher = embed(a.teacher, flip=True)[1]
+    for ck in a.checkpoints:
+        emb, e = embed(ck)
         out["results"][ck] = {"version": emb.version, "flip": emb.flip, "arithmetic": emb.arithmetic,
                               **report(e, pa, pb, same)}
+        if teacher is not None:
+            # a continuous measure of the distillation, free of the few pairs near the threshold
+            cos = (e * teacher).sum(1)
+            out["results"][ck]["cos_to_teacher"] = {"mean": round(float(cos.mean()), 5),
+                                                    "p5": round(float(np.percentile(cos, 5)), 5)}
         print(ck, out["results"][ck], file=sys.stderr, flush=True)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
