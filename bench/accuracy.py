@@ -118,7 +118,7 @@ def main():
     out["machine"] = machine_info()
     out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
                        "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
-    curves[f"facegate {emb.version}"] = roc(d_fg, pairs.same)[1:]
+    curves[emb.version] = roc(d_fg, pairs.same)[1:]
     if not a.no_peer:
         try:
             first, largest, nf, td, te = peer_embed(Path(a.root), photos)
@@ -129,7 +129,7 @@ def main():
             out["face_recognition"] = {**rep, "face_choice": "the first face face_locations returns "
                                        "(face_encodings(image)[0], the documented usage)",
                                        "no_face": nf, "sec_per_detect": round(td, 5), "sec_per_embed": round(te, 5)}
-            curves["face_recognition (dlib ResNet, HOG; first face, as documented)"] = roc(d, pairs.same)[1:]
+            curves["face_recognition (first face, as documented)"] = roc(d, pairs.same)[1:]
             out["embed_speedup"] = round(te / max(fg.sec_per_embed, 1e-9), 2)
             out["acc_difference"] = round(out["facegate"]["acc"] - out["face_recognition"]["acc"], 4)
             out["paired"] = paired(d_fg, d, pairs)
@@ -138,7 +138,7 @@ def main():
                 **rep, "face_choice": "the largest face face_locations returns",
                 "photos_where_it_differs": sum(not np.array_equal(first[p], largest[p]) for p in photos),
                 "acc_difference": round(out["facegate"]["acc"] - rep["acc"], 4), "paired": paired(d_fg, d_big, pairs)}
-            curves["face_recognition, largest face"] = roc(d_big, pairs.same)[1:]
+            curves["face_recognition (largest face)"] = roc(d_big, pairs.same)[1:]
     plot = Path(a.plot or ROOT / f"bench/out/accuracy_{Path(a.pairs).stem}.png")
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot_roc(curves, str(plot), title=f"ROC on {Path(a.pairs).name}")

@@ -136,7 +136,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, title:
     ax.set_ylabel("true accept rate")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
