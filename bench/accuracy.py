@@ -8,10 +8,11 @@ do not redirect stdout to that same path). The peer runs with its documented def
 (face_locations: HOG, 1 upsample; face_encodings: 5-point landmarks, 1 jitter) and as its
 documentation uses it, `face_encodings(image)[0]`: the first face face_locations returns (its
 detector's order), in "face_recognition". Where a photo shows several faces that first one need not
-be the largest: "face_recognition_largest_face" scores the peer once more with the largest of them
-(a size rule like facegate's; only those photos are encoded twice), each with its paired comparison
-(session 29: on DevTest 12 photos differ; the first-face rule reads 0.982, the issue's figure for
-the peer, the largest-face rule 0.984). A photo in which a detector finds no face is scored from a
+be the person the photo is about, so the same run scores the peer twice more, each with its paired
+comparison: "face_recognition_largest_face" (the largest of HOG's faces) and
+"face_recognition_central_face" (the face facegate's own rule, encoder.align.choose_face, picks
+among HOG's boxes: the encoders compared on the same choice of face). Only the photos where a rule
+picks another face are encoded again. A photo in which a detector finds no face is scored from a
 centre crop (CONTRACT.md), for both.
 
   python bench/accuracy.py --pairs ../shared/data/faces/lfw/pairs_devtest.tsv --root ../shared/data/faces/lfw
@@ -38,44 +39,58 @@ sys.path.insert(0, str(ROOT))
 
 from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
 from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
+from encoder.align import choose_face  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 
 
-def peer_faces(locs: list, shape: tuple) -> tuple[tuple, tuple]:
+PEER_RULES = {
+    "first": "the first face face_locations returns (face_encodings(image)[0], the documented usage)",
+    "largest": "the largest face face_locations returns",
+    "central": "the face facegate's own rule picks among face_locations' boxes (encoder.align.choose_face: "
+               "the largest and most central)",
+}
+
+
+def peer_faces(locs: list, shape: tuple) -> dict:
     """face_recognition's boxes in a photo ((top, right, bottom, left), in face_locations' order)
-    -> (the face its documented usage encodes: face_encodings(img)[0], the first box; the
-    largest box). No box: a centre crop for both (CONTRACT.md)."""
+    -> {rule: the box it encodes} for PEER_RULES: the first box (what its documented usage,
+    face_encodings(img)[0], encodes), the largest, and the one facegate's own face choice picks.
+    No box: a centre crop for all (CONTRACT.md)."""
+    h, w = shape[:2]
     if not locs:
-        h, w = shape[:2]
         side = int(min(h, w) * 0.55)
         top, left = (h - side) // 2, (w - side) // 2
         locs = [(top, left + side, top + side, left)]
-    return locs[0], max(locs, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+    boxes = np.array([(left, top, right, bottom) for top, right, bottom, left in locs], np.float32)
+    return {"first": locs[0], "largest": max(locs, key=lambda b: (b[2] - b[0]) * (b[1] - b[3])),
+            "central": locs[choose_face(boxes, h, w)]}
 
 
 def peer_embed(root: Path, paths: list[str]):
-    """-> (vectors of the first face, vectors of the largest face, photos without a face, median
-    detection time, median embedding time of one face)."""
+    """-> ({rule: {photo: vector}} for PEER_RULES, photos without a face, median detection time,
+    median embedding time of one face (the documented rule's))."""
     import face_recognition as fr
 
-    first, largest, no_face, t_det, t_emb = {}, {}, 0, [], []
+    vectors, no_face, t_det, t_emb = {rule: {} for rule in PEER_RULES}, 0, [], []
     for p in tqdm(paths, desc="face_recognition", unit="photo", file=sys.stderr):
         img = decode_image(root / p)
         t0 = time.perf_counter()
         locs = fr.face_locations(img)
         t1 = time.perf_counter()
         no_face += not locs
-        face, big = peer_faces(locs, img.shape)
+        faces = peer_faces(locs, img.shape)
         t2 = time.perf_counter()
-        enc = fr.face_encodings(img, known_face_locations=[face])[0]
+        encoded = {faces["first"]: np.asarray(fr.face_encodings(img, known_face_locations=[faces["first"]])[0],
+                                              np.float32)}
         t3 = time.perf_counter()
-        first[p] = np.asarray(enc, np.float32)
-        largest[p] = first[p] if big == face else \
-            np.asarray(fr.face_encodings(img, known_face_locations=[big])[0], np.float32)
+        for rule, face in faces.items():      # each other face encoded once, untimed
+            if face not in encoded:
+                encoded[face] = np.asarray(fr.face_encodings(img, known_face_locations=[face])[0], np.float32)
+            vectors[rule][p] = encoded[face]
         t_det.append(t1 - t0)
         t_emb.append(t3 - t2)
     skip = WARMUP if len(paths) > 2 * WARMUP else 0
-    return first, largest, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:]))
+    return vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:]))
 
 
 def paired(d_fg: np.ndarray, d_peer: np.ndarray, pairs: PairList) -> dict:
@@ -121,24 +136,27 @@ def main():
     curves[emb.version] = roc(d_fg, pairs.same)[1:]
     if not a.no_peer:
         try:
-            first, largest, nf, td, te = peer_embed(Path(a.root), photos)
+            vectors, nf, td, te = peer_embed(Path(a.root), photos)
         except ImportError as e:
             out["face_recognition"] = {"error": f"not installed ({e}): run ./dev teacher"}
         else:
+            first = vectors["first"]
             d, rep = score(pairs, first)
-            out["face_recognition"] = {**rep, "face_choice": "the first face face_locations returns "
-                                       "(face_encodings(image)[0], the documented usage)",
+            out["face_recognition"] = {**rep, "face_choice": PEER_RULES["first"],
                                        "no_face": nf, "sec_per_detect": round(td, 5), "sec_per_embed": round(te, 5)}
             curves["face_recognition (first face, as documented)"] = roc(d, pairs.same)[1:]
             out["embed_speedup"] = round(te / max(fg.sec_per_embed, 1e-9), 2)
             out["acc_difference"] = round(out["facegate"]["acc"] - out["face_recognition"]["acc"], 4)
             out["paired"] = paired(d_fg, d, pairs)
-            d_big, rep = score(pairs, largest)
-            out["face_recognition_largest_face"] = {
-                **rep, "face_choice": "the largest face face_locations returns",
-                "photos_where_it_differs": sum(not np.array_equal(first[p], largest[p]) for p in photos),
-                "acc_difference": round(out["facegate"]["acc"] - rep["acc"], 4), "paired": paired(d_fg, d_big, pairs)}
-            curves["face_recognition (largest face)"] = roc(d_big, pairs.same)[1:]
+            # the same encoder on other faces of the photos where HOG found several
+            for rule in ("largest", "central"):
+                d_rule, rep = score(pairs, vectors[rule])
+                out[f"face_recognition_{rule}_face"] = {
+                    **rep, "face_choice": PEER_RULES[rule],
+                    "photos_where_it_differs": sum(vectors[rule][p] is not first[p] for p in photos),
+                    "acc_difference": round(out["facegate"]["acc"] - rep["acc"], 4),
+                    "paired": paired(d_fg, d_rule, pairs)}
+                curves[f"face_recognition ({rule} face)"] = roc(d_rule, pairs.same)[1:]
     plot = Path(a.plot or ROOT / f"bench/out/accuracy_{Path(a.pairs).stem}.png")
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot_roc(curves, str(plot), title=f"ROC on {Path(a.pairs).name}")
