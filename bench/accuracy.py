@@ -2,7 +2,7 @@
 
 For each: 10-fold accuracy (LFW protocol), AUC, EER, TAR at FAR 1e-2 and 1e-3, and the time
 per photo of detection+alignment and of embedding, each measured the same way for both: one
-thread, batch 1, the first photos (warm-up) left out, the median over the photos. Both ROC
+thread, batch 1, the first photos (warm-up) left out, the median over the photos. All the ROC
 curves go on one PNG; the JSON is printed and also written beside the PNG (PLOT with .json:
 do not redirect stdout to that same path). The peer runs with its documented defaults
 (face_locations: HOG, 1 upsample; face_encodings: 5-point landmarks, 1 jitter) and as its
@@ -13,7 +13,7 @@ comparison: "face_recognition_largest_face" (the largest of HOG's faces) and
 "face_recognition_central_face" (the face facegate's own rule, encoder.align.choose_face, picks
 among HOG's boxes: the encoders compared on the same choice of face). Only the photos where a rule
 picks another face are encoded again. A photo in which a detector finds no face is scored from a
-centre crop (CONTRACT.md), for both.
+centre crop (CONTRACT.md), for each.
 
   python bench/accuracy.py --pairs ../shared/data/faces/lfw/pairs_devtest.tsv --root ../shared/data/faces/lfw
 Needs the teacher extra for the peer (./dev teacher); without it, facegate alone is measured.
@@ -37,10 +37,10 @@ from tqdm import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
-from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
 from encoder.align import choose_face  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
+from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
+from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
 
 
 PEER_RULES = {

@@ -17,7 +17,8 @@ a --mixup share of them blended with another photo's (function matching), instea
 255 per pixel) to where the student and the teacher disagree most (block_refit.disagreeing_views;
 session 29; ~+6 min for 19,000 photos at N = 3).
   .venv/bin/python scripts/lsq_refit.py STUDENT.pt OUT.pt [--photos 3000] [--plain] [--flip]
-      [--refine-epochs 4] [--bf16-maps] [--refine-bf16] [--no-closed-form] [--views augment [--mixup 0.5] [--adversarial-steps 3]]
+      [--refine-epochs 4] [--bf16-maps] [--refine-bf16] [--no-closed-form]
+      [--views augment [--mixup 0.5] [--adversarial-steps 3 [--adversarial-eps 2]]]
 """
 import argparse
 import json
@@ -66,8 +67,9 @@ def main():
                          "(encoder/augment.py), a --mixup share of them blended with another photo's")
     ap.add_argument("--mixup", type=float, default=0.5, help="with --views augment: the share blended")
     ap.add_argument("--adversarial-steps", type=int, default=0,
-                    help="with --views augment: move each second view this many signed-gradient steps towards where the student "
-                         "and the teacher disagree most (1 - cos of their embeddings), within --adversarial-eps")
+                    help="with --views augment: move each second view this many signed-gradient steps "
+                         "towards where the student and the teacher disagree most (1 - cos of their "
+                         "embeddings), within --adversarial-eps")
     ap.add_argument("--adversarial-eps", type=float, default=2.0,
                     help="the largest change of any pixel, in levels of 255 (the step is half of it)")
     a = ap.parse_args()
