@@ -37,7 +37,7 @@ from tqdm import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from encoder.align import choose_face  # noqa: E402
+from encoder.align import CENTRE_SHARE, choose_face  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
 from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
 from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
@@ -58,7 +58,7 @@ def peer_faces(locs: list, shape: tuple) -> dict:
     No box: a centre crop for all (CONTRACT.md)."""
     h, w = shape[:2]
     if not locs:
-        side = int(min(h, w) * 0.55)
+        side = int(min(h, w) * CENTRE_SHARE)
         top, left = (h - side) // 2, (w - side) // 2
         locs = [(top, left + side, top + side, left)]
     boxes = np.array([(left, top, right, bottom) for top, right, bottom, left in locs], np.float32)

@@ -78,7 +78,10 @@ def warp_to_template(img: np.ndarray, landmarks: np.ndarray, size: int = 112) ->
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def centre_crop(img: np.ndarray, size: int = 112, share: float = 0.55) -> np.ndarray:
+CENTRE_SHARE = 0.55   # the no-face fallback's square: this share of the photo's short side
+
+
+def centre_crop(img: np.ndarray, size: int = 112, share: float = CENTRE_SHARE) -> np.ndarray:
     """The evaluation fallback for a photo with no face found (CONTRACT.md): the central square
     of side `share` x the short side, resized to the crop size. For LFW's 250x250 photos this is
     the central 137 px, where the face sits."""
