@@ -13,9 +13,12 @@ reason that asks for a retake (no usable face, two faces, too small, too dark, l
 followed by one retake, the same person's next photo (never the enrolment photo; none left: the
 transaction fails), for the owner and for impostors alike. NO_MATCH is final (back to the card).
 The per-call figures above stay the primary ones; the per-transaction ones sit beside them.
-Prints one JSON object and writes a PNG of the verify distances beside it.
+At a site whose policy compares each of several faces with the card (service.sites), the claims
+decided that way are counted apart too (several_faces_compared). Prints one JSON object and
+writes a PNG of the verify distances beside it.
 
   python bench/door_run.py --server 127.0.0.1:50051 [--people 100] [--probes 3] [--impostors 1] [--out bench/out/door]
+                           [--site door --site-policy OUT/site.json]
 """
 from __future__ import annotations
 
@@ -68,6 +71,16 @@ def retake_photo(photos: list[str], refused: str, probes: int) -> str | None:
     return next((p for p in photos[1 + probes:] + photos[1:1 + probes] if p != refused), None)
 
 
+def detected(r: dict) -> str | None:
+    """What the detect stage of a verify answer found (OK, MULTIPLE_FACES...), None if it did not run."""
+    return next((s["outcome"] for s in r.get("stages", []) if s["name"] == "detect"), None)
+
+
+def compared_several_faces(r: dict) -> bool:
+    """A verify answer that compared several faces with the card (a site whose policy asks for it)."""
+    return detected(r) == "MULTIPLE_FACES" and any(s["name"] == "match" for s in r.get("stages", []))
+
+
 def devtest_people(lfw: Path) -> dict[str, list[str]]:
     names = set()
     for line in (lfw / "pairs_devtest.tsv").read_text().splitlines():
@@ -86,6 +99,8 @@ def main():
                     help="claims of other enrolled people's cards per probe (more: a tighter FAR estimate)")
     ap.add_argument("--strangers-photos", type=int, default=2, help="photos per stranger, at most")
     ap.add_argument("--site", default="")
+    ap.add_argument("--site-policy", help="the site's policy as `facegate site SITE --json` printed it, recorded "
+                                          "in the output")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--facegate", default=str(ROOT / ".venv/bin/facegate"))
     ap.add_argument("--out", default=str(ROOT / "bench/out/door"))
@@ -142,8 +157,12 @@ def main():
                       for j in rng.sample(range(len(enrolled) - 1), min(a.impostors, len(enrolled) - 1))]
             retake = retake_photo(people[n], probe, a.probes)
             rc, r = ask("verify", probe, "--subject", n)
-            if r.get("threshold") is not None and (r.get("light_profile") or "day") == "day":
+            if r.get("threshold") is not None and (r.get("light_profile") or "day") == "day" \
+                    and detected(r) == "OK":       # not the stricter one of a photo of several faces
                 verify_threshold = r["threshold"]
+            if compared_several_faces(r):
+                counts["several_genuine"] += 1
+                counts["several_genuine_accepted"] += rc == 0
             if r.get("reason") in ("NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL"):
                 counts["probe_no_usable_face"] += 1
             counts["genuine"] += 1
@@ -170,6 +189,9 @@ def main():
                 rc, r = ask("verify", probe, "--subject", other)
                 counts["impostor"] += 1
                 counts["false_accept"] += rc == 0
+                if compared_several_faces(r):
+                    counts["several_impostor"] += 1
+                    counts["several_impostor_accepted"] += rc == 0
                 if r.get("distance") is not None:
                     impostor_d.append(r["distance"])
                 if r.get("reason") in RETAKE_REASONS and retake is not None:
@@ -202,6 +224,10 @@ def main():
         "verify_frr_95ci": wilson(counts["false_reject"], counts["genuine"]),
         "verify_far_95ci": wilson(counts["false_accept"], counts["impostor"]),
         "probes_without_usable_face": counts["probe_no_usable_face"],
+        "site_policy": json.loads(Path(a.site_policy).read_text()) if a.site_policy else None,
+        # claims decided by comparing each of several faces with the card, at the threshold for FAR / faces
+        "several_faces_compared": {k: counts[f"several_{k}"] for k in
+                                   ("genuine", "genuine_accepted", "impostor", "impostor_accepted")},
         "verify_per_transaction": {
             "retake_reasons": list(RETAKE_REASONS),
             "frr": round(counts["txn_false_reject"] / max(counts["genuine"], 1), 4),

@@ -8,6 +8,7 @@
 #   4. stop the server. JSON and PNG land in OUT (default bench/out/door_<F>).
 # Usage: scripts/door_run.sh [F] [F_ID] [CHECKPOINT]     (defaults: 0.05 1e-3 the shipped one)
 #        IMPOSTORS=5 scripts/door_run.sh ...   other people's cards claimed per probe (default 1)
+#        SEVERAL_FACES=each-face ...           the site's policy for a photo of several faces (default refuse)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=${1:-0.05}
@@ -25,6 +26,8 @@ $FG calibrate "$LFW/pairs_calib.tsv" --target-far "$F_ID" --kind identify "${com
 $FG calibrate "$LFW/pairs_calib.tsv" --target-far "$F" --identify-far "$F_ID" --profile night \
   --plot "$OUT/too_dark.png" "${common[@]}" | tee "$OUT/calibrate_night.json"
 
+$FG site door --several-faces "${SEVERAL_FACES:-refuse}" --data-dir "$DATA" --json | tee "$OUT/site.json"
+
 $FG serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --checkpoint "$CK" > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
@@ -32,5 +35,6 @@ for _ in $(seq 120); do
   $FG status --server "127.0.0.1:$PORT" --json > /dev/null 2>&1 && break
   sleep 1
 done
-.venv/bin/python bench/door_run.py --server "127.0.0.1:$PORT" --site door --impostors "${IMPOSTORS:-1}" --out "$OUT/door" | tee "$OUT/door_run.json"
+.venv/bin/python bench/door_run.py --server "127.0.0.1:$PORT" --site door --impostors "${IMPOSTORS:-1}" \
+  --site-policy "$OUT/site.json" --out "$OUT/door" | tee "$OUT/door_run.json"
 .venv/bin/python bench/cluster_run.py --server "127.0.0.1:$PORT" | tee "$OUT/cluster_run.json"

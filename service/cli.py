@@ -151,14 +151,18 @@ def cmd_calibrate(a) -> int:
     emb = _embedder(a)
     if a.profile == "night":
         return _calibrate_night(a, emb)
-    res = calibrate(emb, a.pairs, a.root, a.target_far)
+    from .sites import MAX_LOOKS
+
+    looks = tuple(range(2, MAX_LOOKS + 1)) if a.kind == "verify" else ()
+    res = calibrate(emb, a.pairs, a.root, a.target_far, looks=looks)
     res = {**res, "site": a.site, "profile": a.profile, "kind": a.kind, "pair_list": Path(a.pairs).name}
     if a.data_dir:
         from service.thresholds import ThresholdStore
 
         ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"], kind=a.kind,
                                        far=res["far"], tar=res["tar"], target_far=a.target_far,
-                                       pair_list=res["pair_list"])
+                                       pair_list=res["pair_list"],
+                                       **({"threshold_by_looks": res["threshold_by_looks"]} if looks else {}))
         res["written_to"] = str(ThresholdStore(a.data_dir).path)
     if a.write_checkpoint:
         if a.kind == "identify":
@@ -193,7 +197,9 @@ def _calibrate_night(a, emb) -> int:
         dp = darkened_pairs(emb, gate, a.pairs, a.root, seed=a.seed)
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_dark_pairs(dp, cache)
-    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar)
+    from .sites import MAX_LOOKS
+
+    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar, looks=tuple(range(2, MAX_LOOKS + 1)))
     res = {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
            "site": a.site, "profile": "night", "encoder_version": emb.version, "pair_list": Path(a.pairs).name}
     if a.plot:
@@ -205,7 +211,7 @@ def _calibrate_night(a, emb) -> int:
 
         store = ThresholdStore(a.data_dir)
         store.put(a.site, "night", res["night_threshold"], emb.version, kind="verify", far=res["night_far"],
-                  tar=res["night_tar"], **info)
+                  tar=res["night_tar"], threshold_by_looks=res["night_threshold_by_looks"], **info)
         store.put(a.site, "night", res["night_identify_threshold"], emb.version, kind="identify",
                   tar=res["night_identify_tar"], **{**info, "target_far": a.identify_far})
         store.put(a.site, "night", res["too_dark_light"], emb.version, kind="too_dark", min_tar=res["min_tar"],
@@ -317,15 +323,21 @@ def cmd_delete(a) -> int:
 
 def cmd_site(a) -> int:
     """A site's policy in the data folder (read by the server at each request): does its door
-    wake only on the trigger word?"""
+    wake only on the trigger word, and does Verify refuse a photo of several faces or compare each?"""
     from .sites import SiteError, SiteStore
 
     store = SiteStore(a.data_dir)
+    changes = {}
+    if a.trigger_word is not None:
+        changes["trigger_word"] = a.trigger_word == "on"
+    if a.several_faces is not None:
+        changes["several_faces"] = a.several_faces.replace("-", "_")
     try:
-        policy = store.get(a.site) if a.trigger_word is None else store.put(a.site, trigger_word=a.trigger_word == "on")
+        policy = store.put(a.site, **changes) if changes else store.get(a.site)
     except SiteError as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
-    _emit({"site": a.site, "trigger_word": policy.trigger_word, "sites_file": str(store.path)}, a.json)
+    _emit({"site": a.site, "trigger_word": policy.trigger_word, "several_faces": policy.several_faces,
+           "sites_file": str(store.path)}, a.json)
     return 0
 
 
@@ -528,10 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--subject", required=True)
     client(de)
     de.set_defaults(func=cmd_delete)
-    si = sub.add_parser("site", help="a site's policy: is the trigger word required?")
+    si = sub.add_parser("site", help="a site's policy: the trigger word; a photo of several faces")
     si.add_argument("site")
     si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
     si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
+    si.add_argument("--several-faces", choices=["refuse", "each-face"],
+                    help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "
+                         "default) or compare each face with the card's owner at the threshold calibrated for "
+                         "FAR / faces (omit: show)")
     si.add_argument("--json", action="store_true")
     si.set_defaults(func=cmd_site)
 

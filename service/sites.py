@@ -1,5 +1,6 @@
-"""Site policies: per door, whether the trigger word is required. One JSON file in the data
-folder (sites.json), written atomically; a site without an entry requires nothing."""
+"""Site policies: per door, whether the trigger word is required and what Verify does with a photo
+of several faces of similar size. One JSON file in the data folder (sites.json), written
+atomically; a site without an entry requires nothing and refuses such photos."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -8,15 +9,27 @@ from pathlib import Path
 from .thresholds import read_json, write_json_atomic
 
 FILE = "sites.json"
+REFUSE, EACH_FACE = "refuse", "each_face"
+SEVERAL_FACES = (REFUSE, EACH_FACE)
+MAX_LOOKS = 3       # each_face: at most this many faces are compared with one claim; more are refused
+
+
+class SiteError(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
 class SitePolicy:
     trigger_word: bool = False      # the door wakes only when "activate" is heard in the request's audio
+    # Verify, when the photo shows several faces of similar size (MULTIPLE_FACES):
+    #   refuse     REJECT MULTIPLE_FACES, the kiosk asks for a retake alone (the tailgating rule);
+    #   each_face  compare each of them (at most MAX_LOOKS) with the card's owner, at the threshold
+    #              calibrated for FAR / faces, so a claim's false-accept rate stays the site's FAR.
+    several_faces: str = REFUSE
 
-
-class SiteError(ValueError):
-    pass
+    def __post_init__(self):
+        if self.several_faces not in SEVERAL_FACES:
+            raise SiteError(f"several_faces must be one of {', '.join(SEVERAL_FACES)}, got {self.several_faces!r}")
 
 
 class SiteStore:
