@@ -6,7 +6,7 @@ the service turns them into REJECT answers, evaluation into a centre-crop fallba
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -48,7 +48,6 @@ class FaceAlignment:
     prob: float = 0.0
     faces: int = 0                          # confident detections in the photo
     detail: str = ""
-    rivals: list[np.ndarray] = field(default_factory=list)  # MULTIPLE_FACES: the others, aligned like crop
 
     @property
     def ok(self) -> bool:
@@ -172,7 +171,4 @@ class FaceAligner:
         elif rivals:
             result.reason = Reason.MULTIPLE_FACES
             result.detail = f"{1 + len(rivals)} faces of similar size"
-            # kept for a site that compares every face in view with the card's owner (service.sites)
-            result.rivals = [warp_to_template(img, points[j], cfg.crop_size) for j in rivals
-                             if sides[j] >= cfg.min_face_px]
         return result

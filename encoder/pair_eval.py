@@ -108,11 +108,7 @@ def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) ->
     return report
 
 
-def calibrate(embedder: Embedder, pairs_path, root, target_far: float, looks: tuple[int, ...] = ()) -> dict:
-    """The threshold whose false-accept rate on the pair list is at most `target_far`; for each m in
-    `looks`, also the one for `target_far / m` (threshold_by_looks): a decision that compares m faces
-    with one claim, accepting if any is close enough, then admits an impostor at most `target_far`
-    of the time (the union bound)."""
+def calibrate(embedder: Embedder, pairs_path, root, target_far: float) -> dict:
     pairs = PairList.read(pairs_path)
     if pairs.same.all() or not pairs.same.any():
         raise ValueError(f"{pairs_path}: calibration needs both genuine and impostor pairs")
@@ -123,14 +119,6 @@ def calibrate(embedder: Embedder, pairs_path, root, target_far: float, looks: tu
     emb = embed_photos(embedder, root, photos, desc="calibrate")
     dist = pair_distances(pairs, emb)
     t, far, tar = threshold_at_far(dist, pairs.same, target_far)
-    res = {"threshold": round(t, 4), "far": round(far, 6), "tar": round(tar, 4), "target_far": target_far,
-           "genuine_pairs": int(pairs.same.sum()), "impostor_pairs": int((~pairs.same).sum()),
-           "images": len(photos), "no_face": emb.no_face, "encoder_version": embedder.version}
-    if looks:
-        res["threshold_by_looks"] = thresholds_by_looks(dist, pairs.same, target_far, looks)
-    return res
-
-
-def thresholds_by_looks(dist: np.ndarray, same: np.ndarray, target_far: float, looks) -> dict[str, float]:
-    """{str(m): the threshold at FAR target_far / m} for each m > 1 of `looks` (JSON keys are strings)."""
-    return {str(m): round(threshold_at_far(dist, same, target_far / m)[0], 4) for m in looks if m > 1}
+    return {"threshold": round(t, 4), "far": round(far, 6), "tar": round(tar, 4), "target_far": target_far,
+            "genuine_pairs": int(pairs.same.sum()), "impostor_pairs": int((~pairs.same).sum()),
+            "images": len(photos), "no_face": emb.no_face, "encoder_version": embedder.version}

@@ -141,10 +141,9 @@ def load_dark_pairs(path: str | Path) -> DarkPairs:
 
 
 def calibrate_night(dp: DarkPairs, target_far: float, identify_far: float, min_tar: float | None = None,
-                    min_tar_ratio: float = 0.8, looks: tuple[int, ...] = ()) -> dict:
+                    min_tar_ratio: float = 0.8) -> dict:
     """TOO_DARK and the night thresholds of a site. `min_tar` None: `min_tar_ratio` x the TAR the
-    encoder reaches at the target FAR on the probes as taken (by day). `looks`: as in
-    encoder.pair_eval.calibrate, Verify's night threshold for m faces compared with one claim."""
+    encoder reaches at the target FAR on the probes as taken (by day)."""
     _, day_tar = _tar_at_far(dp.dist[:, 0], dp.same, target_far)
     min_tar = round(min_tar_ratio * day_tar, 4) if min_tar is None else min_tar
     rows = curve(dp, target_far)
@@ -163,8 +162,6 @@ def calibrate_night(dp: DarkPairs, target_far: float, identify_far: float, min_t
         "night_genuine_pairs": int(same[use].sum()), "night_impostor_pairs": int((~same[use]).sum()),
         "dropped_pairs": dp.dropped_pairs, "strengths": list(dp.strengths),
         "curve": curve(dp, target_far, t_verify),
-        **({"night_threshold_by_looks": {str(m): round(_tar_at_far(dist[use], same[use], target_far / m)[0], 4)
-                                         for m in looks if m > 1}} if looks else {}),
     }
 
 

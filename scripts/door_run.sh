@@ -8,7 +8,7 @@
 #   4. stop the server. JSON and PNG land in OUT (default bench/out/door_<F>).
 # Usage: scripts/door_run.sh [F] [F_ID] [CHECKPOINT]     (defaults: 0.05 1e-3 the shipped one)
 #        IMPOSTORS=5 scripts/door_run.sh ...   other people's cards claimed per probe (default 1)
-#        SEVERAL_FACES=each-face ...           the site's policy for a photo of several faces (default refuse)
+#        SEVERAL_FACES=central-face ...        the site's policy for a photo of several faces (default refuse)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=${1:-0.05}

@@ -151,18 +151,14 @@ def cmd_calibrate(a) -> int:
     emb = _embedder(a)
     if a.profile == "night":
         return _calibrate_night(a, emb)
-    from .sites import MAX_LOOKS
-
-    looks = tuple(range(2, MAX_LOOKS + 1)) if a.kind == "verify" else ()
-    res = calibrate(emb, a.pairs, a.root, a.target_far, looks=looks)
+    res = calibrate(emb, a.pairs, a.root, a.target_far)
     res = {**res, "site": a.site, "profile": a.profile, "kind": a.kind, "pair_list": Path(a.pairs).name}
     if a.data_dir:
         from service.thresholds import ThresholdStore
 
         ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"], kind=a.kind,
                                        far=res["far"], tar=res["tar"], target_far=a.target_far,
-                                       pair_list=res["pair_list"],
-                                       **({"threshold_by_looks": res["threshold_by_looks"]} if looks else {}))
+                                       pair_list=res["pair_list"])
         res["written_to"] = str(ThresholdStore(a.data_dir).path)
     if a.write_checkpoint:
         if a.kind == "identify":
@@ -197,9 +193,7 @@ def _calibrate_night(a, emb) -> int:
         dp = darkened_pairs(emb, gate, a.pairs, a.root, seed=a.seed)
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_dark_pairs(dp, cache)
-    from .sites import MAX_LOOKS
-
-    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar, looks=tuple(range(2, MAX_LOOKS + 1)))
+    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar)
     res = {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
            "site": a.site, "profile": "night", "encoder_version": emb.version, "pair_list": Path(a.pairs).name}
     if a.plot:
@@ -211,7 +205,7 @@ def _calibrate_night(a, emb) -> int:
 
         store = ThresholdStore(a.data_dir)
         store.put(a.site, "night", res["night_threshold"], emb.version, kind="verify", far=res["night_far"],
-                  tar=res["night_tar"], threshold_by_looks=res["night_threshold_by_looks"], **info)
+                  tar=res["night_tar"], **info)
         store.put(a.site, "night", res["night_identify_threshold"], emb.version, kind="identify",
                   tar=res["night_identify_tar"], **{**info, "target_far": a.identify_far})
         store.put(a.site, "night", res["too_dark_light"], emb.version, kind="too_dark", min_tar=res["min_tar"],
@@ -323,7 +317,7 @@ def cmd_delete(a) -> int:
 
 def cmd_site(a) -> int:
     """A site's policy in the data folder (read by the server at each request): does its door
-    wake only on the trigger word, and does Verify refuse a photo of several faces or compare each?"""
+    wake only on the trigger word, and does Verify refuse a photo of several faces or judge the central one?"""
     from .sites import SiteError, SiteStore
 
     store = SiteStore(a.data_dir)
@@ -544,10 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("site")
     si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
     si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
-    si.add_argument("--several-faces", choices=["refuse", "each-face"],
+    si.add_argument("--several-faces", choices=["refuse", "central-face"],
                     help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "
-                         "default) or compare each face with the card's owner at the threshold calibrated for "
-                         "FAR / faces (omit: show)")
+                         "default) or compare the central one with the card's owner (omit: show)")
     si.add_argument("--json", action="store_true")
     si.set_defaults(func=cmd_site)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.align import FaceAlignment, Reason
+from encoder.align import Reason
 from encoder.embedder import Embedder
 from encoder.images import ImageError, decode_image
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
@@ -27,7 +27,7 @@ from index.template_store import TemplateStore
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .settings import Settings
-from .sites import EACH_FACE, MAX_LOOKS, SiteError, SitePolicy, SiteStore
+from .sites import CENTRAL_FACE, SiteError, SitePolicy, SiteStore
 from .thresholds import ThresholdError, ThresholdStore
 
 log = logging.getLogger("facegate.pipeline")
@@ -156,25 +156,6 @@ class Pipeline:
                                      f"--kind {kind}`")
         return float(t)
 
-    def looks_threshold(self, site: str, profile: str, looks: int) -> float | None:
-        """Verify's threshold when `looks` faces are compared with one claim: calibrated at the site's
-        FAR / looks (the site's record, else the checkpoint's when the site has no Verify threshold of
-        its own for this profile), or None where it was calibrated without it."""
-        if looks == 1:
-            return self.threshold(site, profile, "verify")
-        try:
-            entry = self.thresholds.entry(site, profile, self.version, "verify")
-        except ThresholdError as e:
-            raise FailedPrecondition(str(e)) from None
-        if entry is not None:
-            by_looks = entry.get("threshold_by_looks", {})
-        elif profile == "day":
-            by_looks = self.embedder.meta.get("threshold_info", {}).get("threshold_by_looks", {})
-        else:
-            by_looks = self.embedder.meta.get(f"{profile}_info", {}).get(f"{profile}_threshold_by_looks", {})
-        t = by_looks.get(str(looks))
-        return None if t is None else float(t)
-
     def too_dark_light(self, site: str) -> float:
         """The light level below which a photo is TOO_DARK: the site's (calibrated for this encoder),
         else the encoder checkpoint's, else the day/night gate's own; 0.0 = never."""
@@ -232,12 +213,14 @@ class Pipeline:
                                r.label)
         return GateVerdict(None, "", r.label)
 
-    def _face(self, img: np.ndarray, stages: list[Stage]):
+    def _face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False):
+        """The photo's usable face and its embedding, or (alignment, None) with the reason why not.
+        `central_of_several`: a photo of several faces of similar size gives its central face too."""
         t0 = time.perf_counter()
         a = self.embedder.align(img)
         t1 = time.perf_counter()
         stages.append(Stage("detect", a.reason.value, t1 - t0, a.prob))
-        if not a.ok:
+        if not (a.ok or central_of_several and a.reason is Reason.MULTIPLE_FACES):
             return a, None
         v = self.embedder.embed_crops(a.crop[None])[0]
         stages.append(Stage("encode", "OK", time.perf_counter() - t1))
@@ -258,13 +241,9 @@ class Pipeline:
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "verify")
         distance = None
-        a, v = (None, None) if gate.reject else self._face(img, stages)
-        looks = 0 if v is None else 1
+        a, v = (None, None) if gate.reject else self._face(img, stages, policy.several_faces == CENTRAL_FACE)
         if gate.reject:
             decision, reason, detail = REJECT, gate.reject, gate.detail
-        elif v is None and a.reason is Reason.MULTIPLE_FACES and policy.several_faces == EACH_FACE:
-            decision, reason, detail, distance, threshold, looks = self._each_face(
-                subject, a, site, profile or "day", threshold, stages)
         elif v is None:
             decision, reason, detail = REJECT, a.reason.value, a.detail
         else:
@@ -275,45 +254,22 @@ class Pipeline:
             distance = float(d.min())
             stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
             ok = distance <= threshold
-            decision, reason, detail = (ACCEPT, "MATCH", "") if ok else (REJECT, "NO_MATCH", "")
+            if a.ok:
+                decision, reason, detail = (ACCEPT, "MATCH", "") if ok else (REJECT, "NO_MATCH", "")
+            elif ok:            # several faces, the central one judged (site policy central_face)
+                decision, reason, detail = ACCEPT, "MATCH", f"{a.detail}: the central one is the card's owner"
+            else:               # ...and it is not the owner: the kiosk asks for a retake alone
+                decision, reason, detail = REJECT, a.reason.value, (f"{a.detail}: the central one is not the "
+                                                                    f"card's owner, retake alone")
         r = VerifyResult(decision, reason, subject, distance, threshold, site, profile, self.version,
                          (time.perf_counter() - t0) * 1000, detail, stages)
         self.audit.record(rpc="Verify", site=site, subject=subject, decision=decision, reason=reason,
-                          distance=distance, threshold=threshold, faces_compared=looks, light_profile=profile,
+                          distance=distance, threshold=threshold, faces=a.faces if a else None,
+                          light_profile=profile,
                           encoder_version=self.version, index_version=self.store.index_version,
                           stages=[{"name": s.name, "outcome": s.outcome} for s in stages],
                           latency_ms=round(r.latency_ms, 2))
         return r
-
-    def _each_face(self, subject: str, a: FaceAlignment, site: str, profile: str, threshold: float,
-                   stages: list[Stage]):
-        """Verify on a photo of several faces of similar size at a site whose policy compares each
-        with the card's owner. m faces are m chances for an impostor's claim, so the threshold is the
-        one calibrated for FAR / m: the claim's false-accept rate stays at most the site's FAR.
-        Returns (decision, reason, detail, distance, threshold, faces compared)."""
-        crops = [a.crop, *a.rivals]
-        looks = len(crops)
-        if looks > MAX_LOOKS:
-            return (REJECT, a.reason.value, f"{a.detail}: at most {MAX_LOOKS} faces are compared with a card, "
-                    f"retake with fewer people in view", None, threshold, 0)
-        t_looks = self.looks_threshold(site, profile, looks)
-        if t_looks is None:
-            return (REJECT, a.reason.value, f"{a.detail}: site {site!r} has no {profile} threshold for {looks} "
-                    f"faces (run `facegate calibrate ... --site {site}` again); retake alone", None, threshold, 0)
-        t0 = time.perf_counter()
-        vectors = self.embedder.embed_crops(np.stack(crops))
-        t1 = time.perf_counter()
-        stages.append(Stage("encode", "OK", t1 - t0))
-        d = [self.store.subject_distances(subject, v, self.version) for v in vectors]
-        if d[0].size == 0:
-            raise FailedPrecondition(f"subject {subject!r} has no template of encoder {self.version}: re-enroll")
-        distance = float(min(x.min() for x in d))
-        stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
-        if distance <= t_looks:
-            return (ACCEPT, "MATCH", f"{looks} faces in view; one is the card's owner at the threshold for "
-                    f"{looks} faces", distance, t_looks, looks)
-        return (REJECT, a.reason.value, f"{looks} faces in view, none is the card's owner at the threshold for "
-                f"{looks} faces: retake alone", distance, t_looks, looks)
 
     def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> IdentifyResult:
         t0 = time.perf_counter()

@@ -9,9 +9,8 @@ from pathlib import Path
 from .thresholds import read_json, write_json_atomic
 
 FILE = "sites.json"
-REFUSE, EACH_FACE = "refuse", "each_face"
-SEVERAL_FACES = (REFUSE, EACH_FACE)
-MAX_LOOKS = 3       # each_face: at most this many faces are compared with one claim; more are refused
+REFUSE, CENTRAL_FACE = "refuse", "central_face"
+SEVERAL_FACES = (REFUSE, CENTRAL_FACE)
 
 
 class SiteError(ValueError):
@@ -22,9 +21,11 @@ class SiteError(ValueError):
 class SitePolicy:
     trigger_word: bool = False      # the door wakes only when "activate" is heard in the request's audio
     # Verify, when the photo shows several faces of similar size (MULTIPLE_FACES):
-    #   refuse     REJECT MULTIPLE_FACES, the kiosk asks for a retake alone (the tailgating rule);
-    #   each_face  compare each of them (at most MAX_LOOKS) with the card's owner, at the threshold
-    #              calibrated for FAR / faces, so a claim's false-accept rate stays the site's FAR.
+    #   refuse        REJECT MULTIPLE_FACES: the kiosk asks for a retake alone (the tailgating rule);
+    #   central_face  compare the face the photo is about (the largest, most central: the one in front
+    #                 of the kiosk) with the card's owner, as in a photo of one face, at the same
+    #                 threshold; if it is not the owner, MULTIPLE_FACES as above. One face is compared,
+    #                 so an impostor's claim has the one chance it has on a photo of one face.
     several_faces: str = REFUSE
 
     def __post_init__(self):

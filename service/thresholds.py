@@ -66,11 +66,6 @@ class ThresholdStore:
         """The site's threshold for this profile (Verify's, or Identify's stricter one), or None if
         it has none. A threshold calibrated for another encoder version is refused: distances of
         two encoders are not comparable."""
-        entry = self.entry(site, profile, encoder_version, kind)
-        return None if entry is None else float(entry["threshold"])
-
-    def entry(self, site: str, profile: str, encoder_version: str, kind: str = "verify") -> dict | None:
-        """The whole calibration record behind `get` (threshold, FAR, thresholds by looks...), or None."""
         entry = self._read().get(site, {}).get(self._key(profile, kind))
         if entry is None:
             return None
@@ -79,4 +74,4 @@ class ThresholdStore:
                 f"{self.path}: the threshold of site {site!r} ({profile}) was calibrated for encoder "
                 f"{entry['encoder_version']}, not {encoder_version}; run `facegate calibrate ... "
                 f"--site {site} --profile {profile} --kind {kind} --data-dir {self.path.parent}` again")
-        return entry
+        return float(entry["threshold"])

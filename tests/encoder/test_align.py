@@ -71,9 +71,6 @@ def test_two_faces_of_similar_size_are_multiple_faces(aligner, gul, reese):
     r = aligner.align(np.concatenate([gul, reese], axis=1))
     assert r.reason is Reason.MULTIPLE_FACES and r.faces == 2
     assert r.crop is not None  # the chosen face is still there for evaluation
-    # the other face, aligned the same way, for a site that compares each face with the card
-    assert len(r.rivals) == 1 and r.rivals[0].shape == r.crop.shape
-    assert np.abs(r.rivals[0].astype(int) - r.crop.astype(int)).mean() > 20
 
 
 def test_a_small_background_face_does_not_count(aligner, gul, reese):

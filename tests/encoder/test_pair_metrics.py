@@ -206,22 +206,3 @@ def test_mcnemar_counts_and_exact_p():
     # 7 against 5 discordant pairs: 2 * P(X <= 5), X ~ Bin(12, 0.5) = 2 * 1586 / 4096
     x = np.array([1] * 7 + [0] * 5, bool)
     assert mcnemar(x, ~x)["mcnemar_p"] == pytest.approx(2 * 1586 / 4096, abs=1e-4)
-
-
-def test_thresholds_by_looks_keep_a_claims_far_under_the_target_when_any_of_m_faces_may_match():
-    from encoder.pair_eval import thresholds_by_looks
-
-    rng = np.random.default_rng(0)
-    dist = np.concatenate([rng.normal(0.3, 0.08, 2000), rng.normal(1.0, 0.15, 20000)])
-    same = np.arange(len(dist)) < 2000
-    by = thresholds_by_looks(dist, same, 0.01, (1, 2, 3))
-    assert set(by) == {"2", "3"}                           # one look is the plain threshold
-    t1 = threshold_at_far(dist, same, 0.01)[0]
-    assert by["3"] < by["2"] < t1
-    # claims of impostors on photos of 2 or 3 faces, none of them the card's owner: accepted if any
-    # face is within the threshold; at the threshold for m looks the claim's FAR stays near 0.01
-    imp = rng.normal(1.0, 0.15, (200000, 3))
-    for m in (2, 3):
-        far = (imp[:, :m].min(1) <= by[str(m)]).mean()
-        assert far <= 0.0115
-        assert (imp[:, :m].min(1) <= t1).mean() > 0.015      # the plain threshold would not keep it

@@ -56,12 +56,3 @@ def test_night_threshold_is_calibrated_on_night_probes_above_too_dark():
     assert 0.8 < res["night_threshold"] < 1.3
     assert res["night_identify_threshold"] <= res["night_threshold"]
     assert res["min_tar"] == pytest.approx(0.8 * res["day_tar_at_target_far"], abs=1e-4)
-    assert "night_threshold_by_looks" not in res
-
-
-def test_night_thresholds_for_several_faces_are_stricter():
-    res = calibrate_night(make_pairs(), target_far=1e-2, identify_far=1e-3, looks=(2, 3))
-    by = res["night_threshold_by_looks"]
-    assert set(by) == {"2", "3"}
-    assert by["3"] <= by["2"] <= res["night_threshold"]
-    assert by["3"] < res["night_threshold"]

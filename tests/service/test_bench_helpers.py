@@ -76,12 +76,12 @@ def test_cluster_cut_takes_the_tightest_within_one_standard_error():
     assert cluster_tune.one_se_cut(methods, tight, "complete@0.4") == "complete@0.4"
 
 
-def test_claims_decided_on_several_faces_are_told_by_their_stages():
+def test_claims_decided_on_a_photo_of_several_faces_are_told_by_their_stages():
     def answer(*stages):
         return {"stages": [{"name": n, "outcome": o} for n, o in stages]}
     one = answer(("daynight", "day"), ("detect", "OK"), ("encode", "OK"), ("match", "OK"))
-    several = answer(("detect", "MULTIPLE_FACES"), ("encode", "OK"), ("match", "OK"))
+    central = answer(("detect", "MULTIPLE_FACES"), ("encode", "OK"), ("match", "OK"))
     refused = answer(("detect", "MULTIPLE_FACES"))
-    assert [door_run.detected(r) for r in (one, several, refused, answer())] == ["OK", "MULTIPLE_FACES",
+    assert [door_run.detected(r) for r in (one, central, refused, answer())] == ["OK", "MULTIPLE_FACES",
                                                                                  "MULTIPLE_FACES", None]
-    assert [door_run.compared_several_faces(r) for r in (one, several, refused)] == [False, True, False]
+    assert [door_run.judged_on_a_photo_of_several(r) for r in (one, central, refused)] == [False, True, False]

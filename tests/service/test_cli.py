@@ -54,18 +54,14 @@ def test_calibrate_writes_the_sites_threshold(small_pairs, lfw, tmp_path):
     store = json.loads((tmp_path / "thresholds.json").read_text())
     assert store["gym"]["day"]["threshold"] == r["threshold"]
     assert store["gym"]["day"]["encoder_version"] == r["encoder_version"]
-    # for a site that compares each of several faces with a card: the thresholds at FAR / faces
-    by = r["threshold_by_looks"]
-    assert set(by) == {"2", "3"} and by["3"] <= by["2"] <= r["threshold"]
-    assert store["gym"]["day"]["threshold_by_looks"] == by
 
 
 def test_site_sets_and_shows_the_policy(tmp_path):
-    rc, out, err = run("site", "gym", "--several-faces", "each-face", "--data-dir", tmp_path, "--json")
+    rc, out, err = run("site", "gym", "--several-faces", "central-face", "--data-dir", tmp_path, "--json")
     assert rc == 0, err
-    assert out[0]["several_faces"] == "each_face" and out[0]["trigger_word"] is False
+    assert out[0]["several_faces"] == "central_face" and out[0]["trigger_word"] is False
     rc, out, _ = run("site", "gym", "--trigger-word", "on", "--data-dir", tmp_path, "--json")
-    assert out[0]["several_faces"] == "each_face" and out[0]["trigger_word"] is True   # one change keeps the other
+    assert out[0]["several_faces"] == "central_face" and out[0]["trigger_word"] is True   # one change keeps the other
     rc, out, _ = run("site", "pool", "--data-dir", tmp_path, "--json")
     assert rc == 0 and out[0]["several_faces"] == "refuse"
 

@@ -83,26 +83,17 @@ def test_too_dark_level_is_kept_per_site_with_its_encoder_version(tmp_path):
         store.put("pool", "night", 1.0, "v1", kind="brightness")
 
 
-def test_the_whole_entry_comes_with_the_same_version_check(tmp_path):
-    store = ThresholdStore(tmp_path)
-    store.put("gym", "day", 0.39, "v1", threshold_by_looks={"2": 0.37, "3": 0.36})
-    assert store.entry("gym", "day", "v1")["threshold_by_looks"] == {"2": 0.37, "3": 0.36}
-    assert store.entry("gym", "night", "v1") is None
-    with pytest.raises(ThresholdError, match="calibrated for encoder v1, not v2"):
-        store.entry("gym", "day", "v2")
-
-
 def test_site_policies(tmp_path):
     from service.sites import SiteError, SitePolicy, SiteStore
 
     store = SiteStore(tmp_path)
     assert store.get("gym") == SitePolicy(trigger_word=False)       # a site without an entry requires nothing
     assert store.get("gym").several_faces == "refuse"               # ...and refuses a photo of several faces
-    store.put("gym", several_faces="each_face")
-    assert SiteStore(tmp_path).get("gym") == SitePolicy(trigger_word=False, several_faces="each_face")
-    with pytest.raises(SiteError, match="several_faces must be one of refuse, each_face"):
+    store.put("gym", several_faces="central_face")
+    assert SiteStore(tmp_path).get("gym") == SitePolicy(trigger_word=False, several_faces="central_face")
+    with pytest.raises(SiteError, match="several_faces must be one of refuse, central_face"):
         store.put("gym", several_faces="largest")
-    assert store.get("gym").several_faces == "each_face"            # the refused change wrote nothing
+    assert store.get("gym").several_faces == "central_face"         # the refused change wrote nothing
     store.put("gym", several_faces="refuse")
     store.put("gym", trigger_word=True)
     assert SiteStore(tmp_path).get("gym").trigger_word is True       # read back by another store, from disk
