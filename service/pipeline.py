@@ -220,7 +220,7 @@ class Pipeline:
         a = self.embedder.align(img)
         t1 = time.perf_counter()
         stages.append(Stage("detect", a.reason.value, t1 - t0, a.prob))
-        if not (a.ok or central_of_several and a.reason is Reason.MULTIPLE_FACES):
+        if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
             return a, None
         v = self.embedder.embed_crops(a.crop[None])[0]
         stages.append(Stage("encode", "OK", time.perf_counter() - t1))
