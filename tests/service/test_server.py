@@ -52,6 +52,7 @@ class Server:
             raise RuntimeError(f"server did not start: {self.proc.stdout.read()} {self.proc.stderr.read()}")
         self.address = f"127.0.0.1:{self.port}"
         self.client = Client(self.address, timeout=60)
+        self.data_dir = Path(data_dir)
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -139,6 +140,30 @@ def test_enroll_verify_identify_delete(server, gallery, photos):
     with pytest.raises(RpcFailed) as e:
         c.verify(reese, photos[reese][1].read_bytes())
     assert e.value.code == "NOT_FOUND"
+
+
+def test_a_photo_of_two_faces_follows_the_sites_policy_read_at_each_request(server, gallery, photos):
+    from encoder.images import decode_image
+    from service.sites import SiteStore
+
+    c = server.client
+    gul, tom = PEOPLE[0], PEOPLE[2]
+    c.enroll([(p, gallery / p / photos[p][0].name) for p in (gul, tom)])
+    left, middle = (decode_image(photos[p][1].read_bytes()) for p in (tom, gul))
+    buf = io.BytesIO()
+    Image.fromarray(np.concatenate([left, middle, np.full_like(middle, 128)], axis=1)).save(buf, "JPEG", quality=95)
+    two = buf.getvalue()                                        # gul in the middle, tom at his shoulder
+    r = c.verify(gul, two, site="pool")
+    assert (r["decision"], r["reason"], r["distance"]) == ("REJECT", "MULTIPLE_FACES", None)
+    SiteStore(server.data_dir).put("pool", several_faces="central_face")     # no restart
+    r = c.verify(gul, two, site="pool")
+    assert (r["decision"], r["reason"]) == ("ACCEPT", "MATCH") and r["distance"] <= r["threshold"]
+    assert [(st["name"], st["outcome"]) for st in r["stages"]][1:] == [("detect", "MULTIPLE_FACES"),
+                                                                       ("encode", "OK"), ("match", "OK")]
+    assert "central one is the card's owner" in r["detail"]
+    r = c.verify(tom, two, site="pool")                         # tom's card: he is in view, not in the middle
+    assert (r["decision"], r["reason"]) == ("REJECT", "MULTIPLE_FACES") and r["distance"] > r["threshold"]
+    assert c.verify(gul, two)["reason"] == "MULTIPLE_FACES"     # the default site keeps refusing
 
 
 def test_bad_input_gets_its_contract_answer_and_the_server_keeps_serving(server, photos, data_dir):
