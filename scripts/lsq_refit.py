@@ -95,9 +95,9 @@ def main():
                 continue
             # the teacher's function on views the photos alone do not show (function matching)
             pixels, _ = mix_extra(augment_pixels(crops, crops.shape[1], AugmentConfig(), gen), 0, a.mixup, gen)
-            # --adversarial-steps: moved to where the student still departs from the teacher near it
-            view = disagreeing_views(student, teacher, pixels_to_input(pixels, size), a.adversarial_steps,
-                                     a.adversarial_eps)
+            view = pixels_to_input(pixels, size)
+            if a.adversarial_steps:   # moved to where the student still departs from the teacher near it
+                view = disagreeing_views(student, teacher, view, a.adversarial_steps, a.adversarial_eps)
             yield torch.cat([x, view])
 
     report = refit_chain(student, teacher, inputs(), None if a.blocks == "all" else [int(b) for b in a.blocks.split(",")],
