@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from facegate.reasons import Reason  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +65,9 @@ def rates_at(t: float, genuine_d: list[float], n_genuine: int, impostor_d: list[
 
 
 # the reasons on which the kiosk asks for another photo (CONTRACT.md); NO_MATCH sends the student to the card
-RETAKE_REASONS = ("NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL", "LOW_QUALITY", "TOO_DARK")
+RETAKE_REASONS = tuple(r.value for r in (Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.FACE_TOO_SMALL,
+                                          Reason.LOW_QUALITY, Reason.TOO_DARK))
+NO_USABLE_FACE = tuple(r.value for r in (Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.FACE_TOO_SMALL))
 
 
 def retake_photo(photos: list[str], refused: str, probes: int) -> str | None:
@@ -79,7 +84,7 @@ def detected(r: dict) -> str | None:
 def judged_on_a_photo_of_several(r: dict) -> bool:
     """A verify answer that compared the central face of a photo of several with the card (site
     policy central_face), where the default policy refuses the photo."""
-    return detected(r) == "MULTIPLE_FACES" and any(s["name"] == "match" for s in r.get("stages", []))
+    return detected(r) == Reason.MULTIPLE_FACES.value and any(s["name"] == "match" for s in r.get("stages", []))
 
 
 def devtest_people(lfw: Path) -> dict[str, list[str]]:
@@ -164,7 +169,7 @@ def main():
             if judged_on_a_photo_of_several(r):
                 counts["several_genuine"] += 1
                 counts["several_genuine_accepted"] += rc == 0
-            if r.get("reason") in ("NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL"):
+            if r.get("reason") in NO_USABLE_FACE:
                 counts["probe_no_usable_face"] += 1
             counts["genuine"] += 1
             counts["false_reject"] += rc != 0

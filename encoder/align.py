@@ -5,12 +5,13 @@ the service turns them into REJECT answers, evaluation into a centre-crop fallba
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+
+from facegate.reasons import Reason
 
 # The five-point template of ArcFace/InsightFace for a 112x112 crop: left eye, right eye,
 # nose tip, left and right mouth corners (x, y). Scaled for other sizes.
@@ -18,13 +19,6 @@ TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
 )
-
-
-class Reason(str, enum.Enum):
-    OK = "OK"
-    NO_FACE = "NO_FACE"
-    MULTIPLE_FACES = "MULTIPLE_FACES"
-    FACE_TOO_SMALL = "FACE_TOO_SMALL"
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class AlignConfig:
 
 @dataclass
 class FaceAlignment:
-    reason: Reason
+    reason: Reason | None                   # None: one usable face
     crop: np.ndarray | None = None          # crop_size x crop_size x 3 uint8, RGB
     box: np.ndarray | None = None           # x1, y1, x2, y2 in the photo's pixels
     landmarks: np.ndarray | None = None     # 5 x 2
@@ -51,7 +45,12 @@ class FaceAlignment:
 
     @property
     def ok(self) -> bool:
-        return self.reason is Reason.OK
+        return self.reason is None
+
+    @property
+    def outcome(self) -> str:
+        """The detect stage's outcome: OK, or the reason the face cannot be used."""
+        return "OK" if self.reason is None else self.reason.value
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -158,7 +157,7 @@ class FaceAligner:
         visible = visible_areas(boxes, h, w)
         i = choose_face(boxes, h, w)
         result = FaceAlignment(
-            Reason.OK, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
+            None, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
         )
         result.crop = warp_to_template(img, points[i], cfg.crop_size)
         # A competing face is judged by what the photo shows of it: a face cut off by the frame's

@@ -63,10 +63,10 @@ def _build_shard(job):
             continue
         a = aligner.align(img)
         if a.crop is None:
-            skipped.append((p.path, a.reason.value))
+            skipped.append((p.path, a.outcome))
             continue
         crops.append(a.crop)
-        rows.append((p.path, p.identity, a.reason.value))
+        rows.append((p.path, p.identity, a.outcome))
         if teacher is not None:
             embs.append(teacher.embed(img, a.box))
     s = aligner.config.crop_size

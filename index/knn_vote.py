@@ -18,7 +18,7 @@ class Vote:
     subject: str | None      # None = unknown
     votes: int
     needed: int
-    reason: str              # MATCH, NO_MATCH (nobody close or too few votes), AMBIGUOUS
+    outcome: str             # IDENTIFIED, NONE_WITHIN (nobody close), TOO_FEW_VOTES, AMBIGUOUS
 
 
 def knn_vote(neighbours: list[tuple[str, float]], threshold: float, templates: dict[str, int],
@@ -28,7 +28,7 @@ def knn_vote(neighbours: list[tuple[str, float]], threshold: float, templates: d
         raise ValueError(f"min_votes must be >= 1, got {min_votes}")
     within = [(s, d) for s, d in neighbours if d <= threshold]
     if not within:
-        return Vote(None, 0, min_votes, "NO_MATCH")
+        return Vote(None, 0, min_votes, "NONE_WITHIN")
     counts = Counter(s for s, _ in within)
     nearest: dict[str, float] = {}
     for s, d in within:
@@ -39,5 +39,5 @@ def knn_vote(neighbours: list[tuple[str, float]], threshold: float, templates: d
     if len(ranked) > 1 and counts[ranked[1]] == counts[best]:
         return Vote(None, counts[best], needed, "AMBIGUOUS")
     if counts[best] < needed:
-        return Vote(None, counts[best], needed, "NO_MATCH")
-    return Vote(best, counts[best], needed, "MATCH")
+        return Vote(None, counts[best], needed, "TOO_FEW_VOTES")
+    return Vote(best, counts[best], needed, "IDENTIFIED")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.align import Reason
 from encoder.embedder import Embedder
+from facegate.reasons import Reason
 from encoder.images import ImageError, decode_image
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
@@ -33,6 +33,12 @@ from .thresholds import ThresholdError, ThresholdStore
 log = logging.getLogger("facegate.pipeline")
 
 ACCEPT, REJECT = "ACCEPT", "REJECT"
+# Identify's "unknown", in words, by the k-NN vote's outcome (index.knn_vote)
+UNKNOWN_BECAUSE = {
+    "NONE_WITHIN": "no enrolled face lies within the identify threshold",
+    "TOO_FEW_VOTES": "the nearest enrolled subject has too few of the k nearest templates",
+    "AMBIGUOUS": "two enrolled subjects are equally close: fall back to the card",
+}
 
 
 @dataclass
@@ -46,7 +52,7 @@ class Stage:
 @dataclass
 class VerifyResult:
     decision: str
-    reason: str
+    reason: Reason
     subject: str
     distance: float | None
     threshold: float
@@ -61,7 +67,7 @@ class VerifyResult:
 @dataclass
 class IdentifyResult:
     decision: str
-    reason: str
+    reason: Reason
     subject: str | None
     votes: int
     votes_needed: int
@@ -79,7 +85,7 @@ class IdentifyResult:
 class EnrollResult:
     subject: str
     status: str                  # ACCEPTED, ALREADY_ENROLLED, REJECTED
-    reason: str = ""
+    reason: Reason | None = None  # why REJECTED
     detail: str = ""
     template_id: int = -1
     duplicates: list[tuple[str, float]] = field(default_factory=list)
@@ -88,7 +94,7 @@ class EnrollResult:
 @dataclass
 class ClusterResult:
     k: int
-    assignments: list[tuple[int, str]]     # (cluster or -1, reason) per photo, in order
+    assignments: list[tuple[int, Reason | None]]   # (cluster, None) or (-1, why not) per photo, in order
     centroids: np.ndarray
     silhouette: float | None
 
@@ -102,7 +108,7 @@ class Gates:
 
 @dataclass
 class GateVerdict:
-    reject: str | None          # TRIGGER_NOT_HEARD or TOO_DARK, or None: go on to the face models
+    reject: Reason | None       # TRIGGER_NOT_HEARD or TOO_DARK, or None: go on to the face models
     detail: str
     profile: str                # the light profile ("" when day/night did not run)
 
@@ -123,12 +129,12 @@ class AuditLog:
 
 class Pipeline:
     def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
-                 thresholds: ThresholdStore, audit: AuditLog | None = None, gates: Gates | None = None,
+                 thresholds: ThresholdStore | None, audit: AuditLog | None = None, gates: Gates | None = None,
                  sites: SiteStore | None = None):
         self.settings = settings
         self.embedder = embedder
         self.store = store
-        self.thresholds = thresholds
+        self.thresholds = thresholds      # None: the encoder checkpoint's own calibrated values only
         self.audit = audit or AuditLog(Path(settings.data_dir) / "audit.jsonl")
         self.gates = gates or Gates()
         self.sites = sites or SiteStore(settings.data_dir)
@@ -141,11 +147,17 @@ class Pipeline:
         except ImageError as e:
             raise InvalidArgument(str(e)) from None
 
-    def threshold(self, site: str, profile: str, kind: str) -> float:
+    def _calibrated(self, site: str, profile: str, kind: str) -> float | None:
+        if self.thresholds is None:
+            return None
         try:
-            t = self.thresholds.get(site, profile, self.version, kind)
+            return self.thresholds.get(site, profile, self.version, kind)
         except ThresholdError as e:
             raise FailedPrecondition(str(e)) from None
+
+    def threshold(self, site: str, profile: str, kind: str) -> float:
+        """The site's calibrated threshold (data folder), else the encoder checkpoint's own."""
+        t = self._calibrated(site, profile, kind)
         if t is not None:
             return t
         key = {"verify": "threshold", "identify": "identify_threshold"}[kind]
@@ -159,10 +171,7 @@ class Pipeline:
     def too_dark_light(self, site: str) -> float:
         """The light level below which a photo is TOO_DARK: the site's (calibrated for this encoder),
         else the encoder checkpoint's, else the day/night gate's own; 0.0 = never."""
-        try:
-            t = self.thresholds.get(site, "night", self.version, "too_dark")
-        except ThresholdError as e:
-            raise FailedPrecondition(str(e)) from None
+        t = self._calibrated(site, "night", "too_dark")
         if t is None:
             t = self.embedder.meta.get("too_dark_light")
         if t is None and self.gates.daynight is not None:
@@ -186,7 +195,7 @@ class Pipeline:
             t0 = time.perf_counter()
             if not audio:
                 stages.append(Stage("trigger_word", "NO_AUDIO", time.perf_counter() - t0))
-                return GateVerdict("TRIGGER_NOT_HEARD", "no audio was sent: this door wakes on the word \"activate\"", "")
+                return GateVerdict(Reason.TRIGGER_NOT_HEARD, "no audio was sent: this door wakes on the word \"activate\"", "")
             if len(audio) > self.settings.max_audio_bytes:
                 raise InvalidArgument(f"audio of {len(audio)} bytes, more than the limit of "
                                       f"{self.settings.max_audio_bytes} (about 10 s of speech are expected)")
@@ -200,16 +209,16 @@ class Pipeline:
             stages.append(Stage("trigger_word", "HEARD" if heard else "NOT_HEARD", time.perf_counter() - t0,
                                 max((e.p for e in found), default=0.0)))
             if not heard:
-                return GateVerdict("TRIGGER_NOT_HEARD", "the word \"activate\" was not heard in the audio", "")
+                return GateVerdict(Reason.TRIGGER_NOT_HEARD, "the word \"activate\" was not heard in the audio", "")
         if self.gates.daynight is None:
             return GateVerdict(None, "", "day")
         t0 = time.perf_counter()
         r = self.gates.daynight.predict(img)
         limit = self.too_dark_light(site)
         dark = r.light < limit
-        stages.append(Stage("daynight", "TOO_DARK" if dark else r.label, time.perf_counter() - t0, r.p_night))
+        stages.append(Stage("daynight", Reason.TOO_DARK.value if dark else r.label, time.perf_counter() - t0, r.p_night))
         if dark:
-            return GateVerdict("TOO_DARK", f"light level {r.light:.3f} is below {limit:.3f}: retake with more light",
+            return GateVerdict(Reason.TOO_DARK, f"light level {r.light:.3f} is below {limit:.3f}: retake with more light",
                                r.label)
         return GateVerdict(None, "", r.label)
 
@@ -219,7 +228,7 @@ class Pipeline:
         t0 = time.perf_counter()
         a = self.embedder.align(img)
         t1 = time.perf_counter()
-        stages.append(Stage("detect", a.reason.value, t1 - t0, a.prob))
+        stages.append(Stage("detect", a.outcome, t1 - t0, a.prob))
         if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
             return a, None
         v = self.embedder.embed_crops(a.crop[None])[0]
@@ -245,7 +254,7 @@ class Pipeline:
         if gate.reject:
             decision, reason, detail = REJECT, gate.reject, gate.detail
         elif v is None:
-            decision, reason, detail = REJECT, a.reason.value, a.detail
+            decision, reason, detail = REJECT, a.reason, a.detail
         else:
             t1 = time.perf_counter()
             d = self.store.subject_distances(subject, v, self.version)
@@ -255,11 +264,11 @@ class Pipeline:
             stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
             ok = distance <= threshold
             if a.ok:
-                decision, reason, detail = (ACCEPT, "MATCH", "") if ok else (REJECT, "NO_MATCH", "")
+                decision, reason, detail = (ACCEPT, Reason.MATCH, "") if ok else (REJECT, Reason.NO_MATCH, "")
             elif ok:            # several faces, the central one judged (site policy central_face)
-                decision, reason, detail = ACCEPT, "MATCH", f"{a.detail}: the central one is the card's owner"
+                decision, reason, detail = ACCEPT, Reason.MATCH, f"{a.detail}: the central one is the card's owner"
             else:               # ...and it is not the owner: the kiosk asks for a retake alone
-                decision, reason, detail = REJECT, a.reason.value, (f"{a.detail}: the central one is not the "
+                decision, reason, detail = REJECT, a.reason, (f"{a.detail}: the central one is not the "
                                                                     f"card's owner, retake alone")
         r = VerifyResult(decision, reason, subject, distance, threshold, site, profile, self.version,
                          (time.perf_counter() - t0) * 1000, detail, stages)
@@ -284,7 +293,7 @@ class Pipeline:
         threshold = self.threshold(site, profile or "day", "identify")
         a, v = (None, None) if gate.reject else self._face(img, stages)
         if gate.reject or v is None:
-            reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason.value, a.detail)
+            reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason, a.detail)
             r = IdentifyResult(REJECT, reason, None, 0, 0, [], threshold, site, profile, self.version,
                                (time.perf_counter() - t0) * 1000, detail, stages)
         else:
@@ -292,12 +301,12 @@ class Pipeline:
             nb = self.store.search(v, k, self.version)
             counts = self.store.template_counts([n.subject for n in nb])
             vote = knn_vote([(n.subject, n.distance) for n in nb], threshold, counts, self.settings.identify_min_votes)
-            stages.append(Stage("match", vote.reason, time.perf_counter() - t1, nb[0].distance if nb else 0.0))
+            stages.append(Stage("match", vote.outcome, time.perf_counter() - t1, nb[0].distance if nb else 0.0))
             decision = ACCEPT if vote.subject else REJECT
-            reason = "MATCH" if vote.subject else "NO_MATCH"
+            reason = Reason.MATCH if vote.subject else Reason.NO_MATCH
             r = IdentifyResult(decision, reason, vote.subject, vote.votes, vote.needed,
                                [(n.subject, n.distance) for n in nb], threshold, site, profile, self.version,
-                               (time.perf_counter() - t0) * 1000, "" if vote.subject else vote.reason, stages)
+                               (time.perf_counter() - t0) * 1000, UNKNOWN_BECAUSE.get(vote.outcome, ""), stages)
         self.audit.record(rpc="Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
                           votes=r.votes, nearest=r.neighbours[0][1] if r.neighbours else None, threshold=threshold,
                           light_profile=profile, encoder_version=self.version,
@@ -319,12 +328,12 @@ class Pipeline:
 
             limit = self.too_dark_light(self.settings.default_site)
             if (light := light_level(img)) < limit:
-                return EnrollResult(subject, "REJECTED", "TOO_DARK",
+                return EnrollResult(subject, "REJECTED", Reason.TOO_DARK,
                                     f"light level {light:.3f} is below {limit:.3f}: an ID photo needs good light")
         stages: list[Stage] = []
         a, v = self._face(img, stages)
         if v is None:
-            return EnrollResult(subject, "REJECTED", a.reason.value, a.detail)
+            return EnrollResult(subject, "REJECTED", a.reason, a.detail)
         same_person = self.threshold(self.settings.default_site, "day", "verify")
         dups: dict[str, float] = {}          # another subject -> its nearest template's distance
         for n in self.store.search(v, 5, self.version):
@@ -334,7 +343,7 @@ class Pipeline:
         status = "ALREADY_ENROLLED" if added.already_enrolled else "ACCEPTED"
         self.audit.record(rpc="Enroll", subject=subject, status=status, template_id=added.template_id,
                           duplicates=list(dups), encoder_version=self.version)
-        return EnrollResult(subject, status, "", "", added.template_id, list(dups.items()))
+        return EnrollResult(subject, status, None, "", added.template_id, list(dups.items()))
 
     def delete(self, subject: str) -> int:
         if not subject:
@@ -355,7 +364,7 @@ class Pipeline:
         vecs, rows = [], []
         for data in photos:
             a, v = self._face(self.decode(data), [])
-            rows.append(a.reason.value if v is None else "")
+            rows.append(a.reason if v is None else None)
             if v is not None:
                 vecs.append(v)
         n = len(vecs)
@@ -372,7 +381,7 @@ class Pipeline:
         else:
             c = choose_k(x, same_distance=self.threshold(self.settings.default_site, "day", "verify"))
         labels = iter(c.labels.tolist())
-        assignments = [(next(labels), "") if r == "" else (-1, r) for r in rows]
+        assignments = [(next(labels), None) if r is None else (-1, r) for r in rows]
         return ClusterResult(c.k, assignments, c.centroids, c.silhouette)
 
     def status(self) -> dict:

@@ -11,6 +11,8 @@ import grpc
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
+from facegate.reasons import Reason
+
 from .errors import FacegateError
 from .pipeline import Pipeline
 
@@ -26,8 +28,10 @@ ENROLL_STATUS = {"ACCEPTED": pb.EnrollResponse.ACCEPTED, "ALREADY_ENROLLED": pb.
                  "REJECTED": pb.EnrollResponse.REJECTED}
 
 
-def _reason(name: str) -> int:
-    return pb.Reason.Value(name) if name in pb.Reason.keys() else pb.REASON_UNSPECIFIED
+def _reason(reason: Reason | None) -> int:
+    """The proto's value of one of facegate's reasons (None: no reason, REASON_UNSPECIFIED). The two
+    vocabularies are one (tests/service/test_reasons.py): a name the proto lacks is a bug, and raises."""
+    return pb.REASON_UNSPECIFIED if reason is None else pb.Reason.Value(Reason(reason).value)
 
 
 def _stages(stages):
@@ -75,7 +79,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
                 continue
             yield pb.EnrollResponse(
                 photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
-                reason=_reason(r.reason) if r.reason else pb.REASON_UNSPECIFIED, detail=r.detail,
+                reason=_reason(r.reason), detail=r.detail,
                 template_id=r.template_id,
                 duplicates=[pb.DuplicateWarning(other_subject=s, distance=d) for s, d in r.duplicates])
 
@@ -87,7 +91,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k)
         return pb.ClusterResponse(
             k=r.k,
-            assignments=[pb.ClusterAssignment(name=p.name, cluster=c, reason=_reason(reason) if reason else 0)
+            assignments=[pb.ClusterAssignment(name=p.name, cluster=c, reason=_reason(reason))
                          for p, (c, reason) in zip(request.photos, r.assignments)],
             centroids=[pb.Centroid(vector=c.tolist()) for c in r.centroids],
             silhouette=r.silhouette if r.silhouette is not None else 0.0)
