@@ -161,7 +161,25 @@ def plain(value):
 CALIBRATED_KEYS = ("night_threshold", "night_identify_threshold", "too_dark_light", "night_info", "cluster")
 
 
-def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = None,
+def release_copy(source: str | Path | None, dest: str | Path) -> Path:
+    """A release file: `dest`, made a copy of the checkpoint `source` (the packaged one if None)
+    when it does not exist yet. Calibrated values and results are recorded in a release file
+    (record_in_checkpoint), never in the packaged checkpoint in place: shipping a release is
+    its own, explicit step (`cp RELEASE encoder/weights/default.pt`). An existing `dest` must
+    hold the same encoder version as `source`, when `source` is given."""
+    dest = Path(dest)
+    if dest.resolve() == DEFAULT_CHECKPOINT.resolve():
+        raise CheckpointError(f"{dest} is the packaged checkpoint: write a release file elsewhere, then ship it")
+    if dest.exists():
+        if source is not None and read_meta(source)["version"] != read_meta(dest)["version"]:
+            raise CheckpointError(f"release file {dest} holds encoder {read_meta(dest)['version']}, not "
+                                  f"{read_meta(source)['version']} ({source}): name a new release file")
+        return dest
+    _write(_read(Path(source) if source else DEFAULT_CHECKPOINT), dest)
+    return dest
+
+
+def record_in_checkpoint(path: str | Path, *, threshold: float | None = None,
                          threshold_info: dict | None = None, metrics: dict | None = None,
                          flip_average: bool | None = None, precision: str | None = None,
                          identify_threshold: float | None = None,
@@ -170,11 +188,14 @@ def record_in_checkpoint(path: str | Path | None, *, threshold: float | None = N
     `calibrated`: more values calibrated for this encoder (CALIBRATED_KEYS: the night profile's
     thresholds, TOO_DARK's light level, the clustering cut). Changing the preprocessing
     (flip_average) or the arithmetic (precision) changes the embeddings, and so the version,
-    and drops the thresholds and metrics that no longer hold. Returns the version."""
+    and drops the thresholds and metrics that no longer hold. Returns the version. The packaged
+    checkpoint is never rewritten in place (release_copy makes the file to record in)."""
     unknown = set(calibrated) - set(CALIBRATED_KEYS)
     if unknown:
         raise ValueError(f"not a calibrated value of a checkpoint: {sorted(unknown)}; known: {CALIBRATED_KEYS}")
-    path = Path(path) if path else DEFAULT_CHECKPOINT
+    path = Path(path)
+    if path.resolve() == DEFAULT_CHECKPOINT.resolve():
+        raise CheckpointError(f"{path} is the packaged checkpoint: record in a release file (release_copy)")
     ckpt = _read(path)
     prep = dict(ckpt["preprocessing"])
     if flip_average is not None and bool(flip_average) != prep.get("flip_average", False):

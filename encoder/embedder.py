@@ -77,6 +77,10 @@ class Embedder:
     def default_threshold(self) -> float | None:
         return self.meta.get("threshold")
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.embedding_dim
+
     @torch.inference_mode()
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Aligned uint8 crops (B x S x S x 3) -> B x 128 float32."""

@@ -31,7 +31,7 @@ from .block_refit import fit_linear
 from .checkpoint import atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
-from .face_encoder import EncoderConfig, FaceEncoder, grown_from, pixels_to_input, preprocess, resized_from
+from .face_encoder import EncoderConfig, FaceEncoder, pixels_to_input, preprocess
 from .face_folders import UNLABELLED
 from .miners import create_miner
 from .pair_metrics import auc, best_accuracy_threshold, roc, tar_at_far
@@ -111,6 +111,15 @@ class TrainConfig:
                                                          for k, v in enc.get("backbone_args", {}).items()}})
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
         return TrainConfig(encoder=enc, augment=aug, **d)
+
+    @staticmethod
+    def resolve(config_file: str | Path | None, encoder: dict | None = None, **overrides) -> "TrainConfig":
+        """A config file (JSON, optional) with overrides on top: `encoder` merges into its encoder
+        section, every other key replaces the file's (None = not given)."""
+        base = json.loads(Path(config_file).read_text()) if config_file else {}
+        enc = {**base.get("encoder", {}), **{k: v for k, v in (encoder or {}).items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return TrainConfig.from_dict({**base, **given, "encoder": enc})
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -462,11 +471,9 @@ def create_optimizer(model: FaceEncoder, cfg: TrainConfig) -> torch.optim.Optimi
 
 
 def init_weights(model: FaceEncoder, cfg: TrainConfig, center: torch.Tensor | None = None) -> None:
-    """Start from a trained encoder's weights (a new schedule and optimiser: a warm restart),
-    or from a shallower one grown into this config's depths (face_encoder.grown_from), or from one
-    of another input size (face_encoder.resized_from), or ("dlib") from the teacher's own weights,
-    its head's bias set to subtract `center` (the raw descriptors' mean, so that the student starts
-    where the centred teacher is)."""
+    """Start from a trained encoder's weights of the same config (a new schedule and optimiser: a
+    warm restart), or ("dlib") from the teacher's own weights, its head's bias set to subtract
+    `center` (the raw descriptors' mean, so that the student starts where the centred teacher is)."""
     from .checkpoint import load_checkpoint
 
     if cfg.init_from == "dlib":
@@ -475,20 +482,10 @@ def init_weights(model: FaceEncoder, cfg: TrainConfig, center: torch.Tensor | No
         model.load_state_dict(chip_encoder_from_dlib(cfg.encoder, center=center).state_dict())
         return
     source, _ = load_checkpoint(cfg.init_from)
-    if json.loads(json.dumps(source.config.to_dict())) == json.loads(json.dumps(asdict(cfg.encoder))):
-        model.load_state_dict(source.state_dict())
-        return
-    errors = []
-    # a deeper encoder of the same widths starts as the source, exactly; one for another input
-    # size starts from the source with its head resampled to the new feature map
-    for adapt in (grown_from, resized_from):
-        try:
-            model.load_state_dict(adapt(source, cfg.encoder).state_dict())
-            return
-        except ValueError as e:
-            errors.append(str(e))
-    raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
-                     f"{source.config.to_dict()} vs {asdict(cfg.encoder)} ({'; '.join(errors)})")
+    if json.loads(json.dumps(source.config.to_dict())) != json.loads(json.dumps(asdict(cfg.encoder))):
+        raise ValueError(f"{cfg.init_from} holds another encoder config than this training's: "
+                         f"{source.config.to_dict()} vs {asdict(cfg.encoder)}")
+    model.load_state_dict(source.state_dict())
 
 
 def run_training(cfg: TrainConfig, cache: CropCache, out_dir: str | Path, resume: bool = True,

@@ -8,18 +8,22 @@ import torch
 from torch import nn
 
 
-def save_gate(path: str | Path, fmt: str, model_args: dict, model: nn.Module, **meta) -> None:
-    """Write atomically: {format, model_args, state_dict, **meta}."""
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to `name.tmp`, fsync, rename: a reader sees the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"format": fmt, "model_args": model_args,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
+        torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_gate(path: str | Path, fmt: str, model_args: dict, model: nn.Module, **meta) -> None:
+    """Write atomically: {format, model_args, state_dict, **meta}."""
+    atomic_save({"format": fmt, "model_args": model_args,
+                 "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}, path)
 
 
 def load_gate(path: Path, fmt: str, net_cls: type[nn.Module], what: str) -> tuple[nn.Module, dict]:

@@ -7,6 +7,8 @@ face models are not worth running (decided from data: see train_daynight.too_dar
 """
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,15 @@ class DayNightGate:
         self.meta = meta
         self.threshold = float(meta.get("threshold", 0.5))
         self.too_dark_light = float(meta.get("too_dark_light", 0.0))
+
+    @property
+    def digest(self) -> str:
+        """A digest of the weights and the decision threshold: what the gate's answers depend on."""
+        h = hashlib.sha256(repr(self.threshold).encode())
+        for name, value in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(value.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "DayNightGate":

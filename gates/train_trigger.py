@@ -38,6 +38,7 @@ so a resumed run sees the same data as an unbroken one.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -48,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from encoder.schedule import cosine
 
 from . import audio_augment as aug
 from . import trigger_metrics as tm
+from .checkpoints import atomic_save
 from .trigger_synth import CLIP_SECONDS, Clip, MixConfig, Word, load_word, random_clip, trim_silence, word_variants
 from .trigger_word import TriggerNet, load_wav, save_trigger, spectrogram
 from .tts import Utterance, all_voices, synthesise
@@ -210,7 +211,9 @@ def lr_at(step: int, cfg: TriggerConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % of the peak."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    return cosine((step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1), cfg.lr, 0.05 * cfg.lr)
+    t = min(1.0, (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1))
+    floor = 0.05 * cfg.lr
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * t))
 
 
 def train_one_step(model: TriggerNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -276,9 +279,7 @@ def evaluate(model: TriggerNet, ev: EvalSet, cfg: TriggerConfig) -> dict:
 
 # ------------------------------------------------------------------------------------ the run
 def _save_state(path: Path, model: TriggerNet, opt: torch.optim.Optimizer, step: int, cfg: TriggerConfig):
-    from encoder.checkpoint import atomic_torch_save
-
-    atomic_torch_save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+    atomic_save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                        "config": json.loads(json.dumps(asdict(cfg)))}, path)
 
 

@@ -7,7 +7,6 @@ stdout holds the result (JSON with --json); progress and logs go to stderr. Exit
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -58,18 +57,11 @@ def cmd_train(a) -> int:
         photos += list_person_folders(d["dir"], people)
     for d in a.unlabelled or []:
         photos += list_unlabelled(d)
-    base = {}
-    if a.config:
-        base = json.loads(Path(a.config).read_text())
-    enc = {**base.get("encoder", {}), **({"input_size": a.input_size} if a.input_size else {})}
-    if a.backbone:
-        enc["backbone"] = a.backbone
-    overrides = {k: v for k, v in {"steps": a.steps, "p": a.identities_per_batch, "k": a.photos_per_identity,
-                                   "extra": a.extra_per_batch, "lr": a.lr,
-                                   "miner": a.miner, "margin": a.margin, "device": a.device, "seed": a.seed,
-                                   "threads": a.threads, "eval_every": a.eval_every,
-                                   "ckpt_every": a.ckpt_every, "init_from": a.init_from}.items() if v is not None}
-    cfg = TrainConfig.from_dict({**base, **overrides, "encoder": enc})
+    cfg = TrainConfig.resolve(a.config, encoder={"input_size": a.input_size, "backbone": a.backbone},
+                              steps=a.steps, p=a.identities_per_batch, k=a.photos_per_identity,
+                              extra=a.extra_per_batch, lr=a.lr, miner=a.miner, margin=a.margin, device=a.device,
+                              seed=a.seed, threads=a.threads, eval_every=a.eval_every, ckpt_every=a.ckpt_every,
+                              init_from=a.init_from)
     if cfg.device.startswith("cuda"):
         import torch
 
@@ -112,10 +104,14 @@ def cmd_train(a) -> int:
 
 # ------------------------------------------------------------------------------- eval / calibrate
 def _embedder(a):
-    from encoder.checkpoint import CheckpointError
+    """The encoder to run: --checkpoint (default: the shipped one), or, with --release FILE, that
+    release file (made a copy of --checkpoint when it does not exist yet)."""
+    from encoder.checkpoint import CheckpointError, release_copy
     from encoder.embedder import Embedder
 
     try:
+        if getattr(a, "release", None):
+            a.checkpoint = str(release_copy(a.checkpoint, a.release))
         return Embedder.from_checkpoint(a.checkpoint)
     except CheckpointError as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
@@ -133,90 +129,47 @@ def cmd_eval_pairs(a) -> int:
     from encoder.pair_eval import eval_pairs
 
     _check_pairs(a)
+    if a.record and not a.release:
+        raise CliError("INVALID_ARGUMENT", "--record NAME stores the results in a release file: give --release FILE")
     emb = _embedder(a)
     report = eval_pairs(emb, a.pairs, a.root, plot=a.plot)
     if a.record:
-        record_in_checkpoint(a.checkpoint, metrics={a.record: {**report, "pair_list": Path(a.pairs).name}})
+        record_in_checkpoint(a.release, metrics={a.record: {**report, "pair_list": Path(a.pairs).name}})
     _emit(report, a.json)
     return 0
 
 
 def cmd_calibrate(a) -> int:
-    from encoder.checkpoint import record_in_checkpoint
-    from encoder.pair_eval import calibrate
+    """A threshold (day) or the night profile (night thresholds and TOO_DARK) for a target FAR,
+    written to a data folder's thresholds store and/or a release file (service/calibration.py)."""
+    from .calibration import calibrate_day, calibrate_night_profile, plot_curve, write_to_data_folder, write_to_release
 
     _check_pairs(a)
     if not 0 < a.target_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
-    emb = _embedder(a)
-    if a.profile == "night":
-        return _calibrate_night(a, emb)
-    res = calibrate(emb, a.pairs, a.root, a.target_far)
-    res = {**res, "site": a.site, "profile": a.profile, "kind": a.kind, "pair_list": Path(a.pairs).name}
-    if a.data_dir:
-        from service.thresholds import ThresholdStore
-
-        ThresholdStore(a.data_dir).put(a.site, a.profile, res["threshold"], res["encoder_version"], kind=a.kind,
-                                       far=res["far"], tar=res["tar"], target_far=a.target_far,
-                                       pair_list=res["pair_list"])
-        res["written_to"] = str(ThresholdStore(a.data_dir).path)
-    if a.write_checkpoint:
-        if a.kind == "identify":
-            record_in_checkpoint(a.checkpoint, identify_threshold=res["threshold"], identify_threshold_info=res)
-        else:
-            record_in_checkpoint(a.checkpoint, threshold=res["threshold"], threshold_info=res)
-        res["written_to_checkpoint"] = str(a.checkpoint or "default")
-    _emit(res, a.json)
-    return 0
-
-
-def _calibrate_night(a, emb) -> int:
-    """--profile night: darkened probes; TOO_DARK, and Verify's and Identify's night thresholds."""
-    from encoder.checkpoint import record_in_checkpoint
-    from gates.daynight import DEFAULT_CHECKPOINT as DAYNIGHT_CHECKPOINT
-    from gates.daynight import DayNightGate
-    from gates.too_dark import calibrate_night, darkened_pairs, load_dark_pairs, plot_curve, save_dark_pairs
-
     if not 0 < a.identify_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--identify-far must lie in (0, 1), got {a.identify_far}")
-    gate = DayNightGate.load(a.daynight)
-    # the darkened probes' distances depend on the encoder, the day/night gate, the pair list and
-    # the seed, not on the targets: kept in a cache, so calibrating other targets takes seconds
-    gate_file = Path(a.daynight) if a.daynight else DAYNIGHT_CHECKPOINT
-    key = hashlib.sha256(json.dumps([emb.version, emb.arithmetic, hashlib.sha256(gate_file.read_bytes()).hexdigest(),
-                                     hashlib.sha256(Path(a.pairs).read_bytes()).hexdigest(), a.seed])
-                         .encode()).hexdigest()[:16]
-    cache = Path(__file__).resolve().parents[1] / ".cache" / "facegate" / "night" / f"{key}.npz"
-    if cache.is_file():
-        dp = load_dark_pairs(cache)
-    else:
-        dp = darkened_pairs(emb, gate, a.pairs, a.root, seed=a.seed)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_dark_pairs(dp, cache)
-    res = calibrate_night(dp, a.target_far, a.identify_far, min_tar=a.min_tar)
-    res = {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
-           "site": a.site, "profile": "night", "encoder_version": emb.version, "pair_list": Path(a.pairs).name}
-    if a.plot:
-        plot_curve(res, a.plot, f"Darkened {Path(a.pairs).name}: encoder {emb.version}")
-        res["plot"] = a.plot
-    info = {"target_far": a.target_far, "pair_list": res["pair_list"], "darkened": True}
-    if a.data_dir:
-        from service.thresholds import ThresholdStore
+    emb = _embedder(a)
+    if a.profile == "night":
+        from gates.daynight import DayNightGate
 
-        store = ThresholdStore(a.data_dir)
-        store.put(a.site, "night", res["night_threshold"], emb.version, kind="verify", far=res["night_far"],
-                  tar=res["night_tar"], **info)
-        store.put(a.site, "night", res["night_identify_threshold"], emb.version, kind="identify",
-                  tar=res["night_identify_tar"], **{**info, "target_far": a.identify_far})
-        store.put(a.site, "night", res["too_dark_light"], emb.version, kind="too_dark", min_tar=res["min_tar"],
-                  **info)
-        res["written_to"] = str(store.path)
-    if a.write_checkpoint:
-        summary = {k: v for k, v in res.items() if k != "curve"}
-        record_in_checkpoint(a.checkpoint, night_threshold=res["night_threshold"],
-                             night_identify_threshold=res["night_identify_threshold"],
-                             too_dark_light=res["too_dark_light"], night_info=summary)
-        res["written_to_checkpoint"] = str(a.checkpoint or "default")
+        try:
+            gate = DayNightGate.load(a.daynight)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError("FAILED_PRECONDITION", str(e)) from None
+        res = calibrate_night_profile(emb, gate, a.pairs, a.root, a.target_far, a.identify_far, a.site,
+                                      min_tar=a.min_tar, seed=a.seed,
+                                      cache_dir=Path(a.cache_dir) if a.cache_dir else None)
+        if a.plot:
+            plot_curve(res, a.plot, f"Darkened {Path(a.pairs).name}: encoder {emb.version}")
+            res["plot"] = a.plot
+    else:
+        res = calibrate_day(emb, a.pairs, a.root, a.target_far, a.site, a.kind)
+    if a.data_dir:
+        res["written_to"] = str(write_to_data_folder(res, a.data_dir))
+    if a.release:
+        write_to_release(res, a.release)
+        res["written_to_release"] = a.release
     _emit(res, a.json)
     return 0
 
@@ -230,17 +183,19 @@ def cmd_compare(a) -> int:
         raise CliError("INVALID_ARGUMENT", "compare needs two or more photos")
     emb = _embedder(a)
     threshold = a.threshold if a.threshold is not None else emb.default_threshold
-    vecs = {}
+    vecs, reasons = {}, {}
     for p in a.photos:
         try:
             e = emb.embed(decode_image(p))
         except (ImageError, OSError) as err:
             raise CliError("INVALID_ARGUMENT", f"{p}: {err}") from None
-        row = {"path": p, "reason": e.alignment.reason.value, "detail": e.alignment.detail}
+        row = {"path": p, "outcome": e.alignment.outcome, "detail": e.alignment.detail}
         if e.vector is not None:
             vecs[p] = e.vector
+        else:
+            reasons[p] = row["outcome"]
         if not a.json:
-            print(f"{p}: {row['reason']} {row['detail']}".rstrip(), file=sys.stderr)
+            print(f"{p}: {row['outcome']} {row['detail']}".rstrip(), file=sys.stderr)
     paths = list(vecs)
     pairs = []
     for i, p in enumerate(paths):
@@ -248,7 +203,7 @@ def cmd_compare(a) -> int:
             d = float(((vecs[p] - vecs[q]) ** 2).sum() ** 0.5)
             pairs.append({"a": p, "b": q, "distance": round(d, 4), "same": bool(threshold is not None and d <= threshold)})
     out = {"encoder_version": emb.version, "threshold": threshold, "faces": len(vecs),
-           "rejected": [{"path": p, "reason": "NO_FACE or unusable"} for p in a.photos if p not in vecs],
+           "rejected": [{"path": p, "reason": reasons[p]} for p in a.photos if p not in vecs],
            "pairs": pairs}
     if a.json:
         print(json.dumps(out))
@@ -358,9 +313,12 @@ def cmd_enroll(a) -> int:
 def cmd_reindex(a) -> int:
     from .errors import FacegateError
     from .reindex import reindex
+    from .server import load_gates
+    from .settings import Settings
 
-    try:
-        summary = reindex(a.photo_dir, a.data_dir, a.checkpoint, a.name, switch=not a.no_switch)
+    try:   # as Enroll when serving: the shipped day/night gate judges TOO_DARK
+        summary = reindex(a.photo_dir, a.data_dir, a.checkpoint, a.name, switch=not a.no_switch,
+                          gates=load_gates(Settings(data_dir=a.data_dir)))
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
     _emit(summary, a.json)
@@ -470,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("pairs")
     e.add_argument("--root", required=True)
     e.add_argument("--plot", help="write the ROC curve to this PNG")
-    e.add_argument("--record", metavar="NAME", help="store the results in the checkpoint under NAME")
+    e.add_argument("--record", metavar="NAME", help="store the results under NAME in the --release file")
+    e.add_argument("--release", metavar="FILE", help="the release file to evaluate and record in (made a copy of "
+                                                     "--checkpoint when it does not exist yet)")
     common(e)
     e.set_defaults(func=cmd_eval_pairs)
 
@@ -483,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kind", default="verify", choices=["verify", "identify"],
                    help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
     c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
-    c.add_argument("--write-checkpoint", action="store_true", help="make it the checkpoint's default threshold")
+    c.add_argument("--release", metavar="FILE",
+                   help="make it the encoder's default in this release file (made a copy of --checkpoint when it "
+                        "does not exist yet; the packaged checkpoint itself is never rewritten)")
     c.add_argument("--identify-far", type=float, default=1e-4,
                    help="night profile: the target FAR of Identify's night threshold (calibrated with Verify's)")
     c.add_argument("--min-tar", type=float, default=None,
@@ -492,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--daynight", help="night profile: the day/night gate checkpoint (default: the shipped one)")
     c.add_argument("--seed", type=int, default=0, help="night profile: the seed of the darkening")
     c.add_argument("--plot", help="night profile: write the TOO_DARK curve here (PNG)")
+    c.add_argument("--cache-dir", help="night profile: where the darkened probes' distances are kept "
+                                       "(default ~/.cache/facegate/night)")
     common(c)
     c.set_defaults(func=cmd_calibrate)
 

@@ -74,7 +74,7 @@ def build_deps(settings: Settings) -> Deps:
     embedder = Embedder.from_checkpoint(settings.checkpoint)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    store = TemplateStore(current_index_dir(data), dim=embedder.model.config.embedding_dim)
+    store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
     check_encoder_versions(store, embedder.version)
     pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
                         load_gates(settings))

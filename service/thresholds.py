@@ -62,6 +62,11 @@ class ThresholdStore:
         write_json_atomic(self.path, data)
         return entry
 
+    def stale(self, encoder_version: str) -> list[str]:
+        """The entries ("site/profile") calibrated for another encoder than this one."""
+        return [f"{site}/{key}" for site, entries in sorted(self._read().items())
+                for key, entry in sorted(entries.items()) if entry["encoder_version"] != encoder_version]
+
     def get(self, site: str, profile: str, encoder_version: str, kind: str = "verify") -> float | None:
         """The site's threshold for this profile (Verify's, or Identify's stricter one), or None if
         it has none. A threshold calibrated for another encoder version is refused: distances of

@@ -3,7 +3,7 @@ is known (the real curve is computed by `facegate calibrate --profile night`).""
 import numpy as np
 import pytest
 
-from gates.too_dark import DarkPairs, calibrate_night, curve, too_dark_level
+from service.calibration import DarkPairs, calibrate_night, curve, too_dark_level
 
 
 def make_pairs(seed=0, n_gen=200, n_imp=2000):

@@ -1,9 +1,16 @@
-"""Night thresholds and TOO_DARK, decided from data: darkened pairs_calib.tsv.
+"""Calibration: thresholds and TOO_DARK, decided from labelled pairs for a target false-accept rate.
 
-Each pair is (an enrolled day photo, a probe photo taken at the door). The probe of every pair
-is darkened the way a night camera darkens (gates.daynight.darken: gain, gamma, colour cast,
-blur, sensor noise) at several strengths, seeded per photo and strength, and then goes
-through what the service would run on it: the day/night classifier, MTCNN, the encoder.
+It needs the encoder and the gates together, so it lives here, above both (ARCHITECTURE.md:
+gates never import encoder). Where the values go is the caller's choice, and only two places
+are allowed: a data folder's thresholds store (per site and light profile) or a release file
+(encoder.checkpoint.release_copy); never the packaged checkpoint in place.
+
+Day: the threshold at the target FAR on the pair list as it is (encoder.pair_eval.calibrate).
+Night (darkened pairs_calib.tsv): each pair is (an enrolled day photo, a probe photo taken at
+the door). The probe of every pair is darkened the way a night camera darkens
+(gates.daynight.darken: gain, gamma, colour cast, blur, sensor noise) at several strengths,
+seeded per photo and strength, and then goes through what the service would run on it: the
+day/night classifier, MTCNN, the encoder.
 
 - The curve: probes binned by their light level (mean luminance, what the gate measures);
   per bin, the encoder's TAR at the site's target FAR (the best any night threshold could
@@ -15,6 +22,9 @@ through what the service would run on it: the day/night classifier, MTCNN, the e
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -24,12 +34,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from encoder.checkpoint import record_in_checkpoint
 from encoder.embedder import Embedder
 from encoder.images import decode_image
-from encoder.pair_eval import PairList
+from encoder.pair_eval import PairList, calibrate
 from encoder.pair_metrics import threshold_at_far
+from gates.daynight import DayNightGate, darken, light_level
 
-from .daynight import DayNightGate, darken, light_level
+from .thresholds import ThresholdStore
 
 STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 # light bins (mean luminance) for the curve; the darkest photos of a night camera sit near 0.02
@@ -187,3 +199,68 @@ def plot_curve(result: dict, path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ the two profiles
+def calibrate_day(embedder: Embedder, pairs: str | Path, root: str | Path, target_far: float, site: str,
+                  kind: str = "verify") -> dict:
+    """Verify's threshold (kind "verify") or Identify's stricter one ("identify") at the target FAR."""
+    res = calibrate(embedder, pairs, root, target_far)
+    return {**res, "site": site, "profile": "day", "kind": kind, "pair_list": Path(pairs).name,
+            "target_far": target_far}
+
+
+def default_cache_dir() -> Path:
+    """Where the darkened probes' distances are kept between runs (not the source tree)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegate" / "night"
+
+
+def calibrate_night_profile(embedder: Embedder, daynight: DayNightGate, pairs: str | Path, root: str | Path,
+                            target_far: float, identify_far: float, site: str, min_tar: float | None = None,
+                            seed: int = 0, cache_dir: Path | None = None) -> dict:
+    """TOO_DARK's light level and the night thresholds (Verify's at target_far, Identify's at
+    identify_far). The darkened probes' distances depend on the encoder, the day/night gate, the
+    pair list and the seed, not on the targets: they are cached, so other targets take seconds."""
+    key = hashlib.sha256(json.dumps([embedder.version, embedder.arithmetic, daynight.digest,
+                                     hashlib.sha256(Path(pairs).read_bytes()).hexdigest(), seed])
+                         .encode()).hexdigest()[:16]
+    cache = (cache_dir or default_cache_dir()) / f"{key}.npz"
+    if cache.is_file():
+        dp = load_dark_pairs(cache)
+    else:
+        dp = darkened_pairs(embedder, daynight, pairs, root, seed=seed)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_dark_pairs(dp, cache)
+    res = calibrate_night(dp, target_far, identify_far, min_tar=min_tar)
+    return {"threshold": res["night_threshold"], "far": res["night_far"], "tar": res["night_tar"], **res,
+            "site": site, "profile": "night", "encoder_version": embedder.version, "pair_list": Path(pairs).name}
+
+
+# ------------------------------------------------------------------------------ where they go
+def write_to_data_folder(res: dict, data_dir: str | Path) -> Path:
+    """A calibration's values into the data folder's thresholds store, for its site and profile."""
+    store = ThresholdStore(data_dir)
+    version, site = res["encoder_version"], res["site"]
+    if res["profile"] == "day":
+        store.put(site, "day", res["threshold"], version, kind=res["kind"], far=res["far"], tar=res["tar"],
+                  target_far=res["target_far"], pair_list=res["pair_list"])
+        return store.path
+    info = {"target_far": res["target_far"], "pair_list": res["pair_list"], "darkened": True}
+    store.put(site, "night", res["night_threshold"], version, kind="verify", far=res["night_far"],
+              tar=res["night_tar"], **info)
+    store.put(site, "night", res["night_identify_threshold"], version, kind="identify",
+              tar=res["night_identify_tar"], **{**info, "target_far": res["identify_far"]})
+    store.put(site, "night", res["too_dark_light"], version, kind="too_dark", min_tar=res["min_tar"], **info)
+    return store.path
+
+
+def write_to_release(res: dict, release: str | Path) -> str:
+    """A calibration's values into a release file as the encoder's own defaults -> its version."""
+    if res["profile"] == "night":
+        summary = {k: v for k, v in res.items() if k != "curve"}
+        return record_in_checkpoint(release, night_threshold=res["night_threshold"],
+                                    night_identify_threshold=res["night_identify_threshold"],
+                                    too_dark_light=res["too_dark_light"], night_info=summary)
+    if res["kind"] == "identify":
+        return record_in_checkpoint(release, identify_threshold=res["threshold"], identify_threshold_info=res)
+    return record_in_checkpoint(release, threshold=res["threshold"], threshold_info=res)
