@@ -3,8 +3,8 @@
 After blockwise distillation (train.blockwise_loss) each block of the student approximates the
 teacher's block at the same place, but the errors compound down the chain: with the teacher's
 stem and first six blocks in front of the student's rest, the student gains 2.5 points of
-held-out TAR at FAR 1e-3 (scripts/block_swap.py, session 24), and gradient descent on the
-chained hints has plateaued (sessions 20-23). This is train.fit_pool_head carried down the
+held-out TAR at FAR 1e-3 (measured by swapping blocks; git history, commit 195ebea), and
+gradient descent on the chained hints had plateaued. This is train.fit_pool_head carried down the
 network: in order from the input, the *second* convolution of each residual block is set by
 ridge least squares so that the block's residual sum, computed from the student's own input map
 and its own hidden map (the first convolution is kept), equals the teacher's residual sum at the
@@ -17,7 +17,7 @@ pool head is refit on the student's final pooled map, as fit_pool_head does.
 The closed form keeps each block's first convolution, so the hidden map it fits from is the one
 gradient training left. refine_block (optional, refine_epochs) then trains both convolutions of
 the block, still fed the student's own chained map and still only that block, a few passes of
-Adam on the squared error of the two outputs, before the chain moves on (session 25).
+Adam on the squared error of the two outputs, before the chain moves on.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import ChipResNet, dlib_common_size
-from .face_encoder import MEAN, STD, FaceEncoder
+from .face_encoder import FaceEncoder
 from .schedule import cosine
 
 
@@ -115,7 +115,7 @@ def refine_block(student: ChipResNet, j: int, s_maps: torch.Tensor, target: torc
     before: the error as it stands, where the caller has just measured it (refit_block's
     rel_mse_after), which saves a pass over the views. bf16: the block's forward and backward
     under bfloat16 autocast (the weights, Adam's state and the loss stay float32): 1.3-2x faster
-    per step on a CPU with AMX (session 26), for the hidden map's rounding.
+    per step on a CPU with AMX, for the hidden map's rounding.
     -> {rel_mse_before, rel_mse_after} on these views."""
     convs = [student.convs[1 + 2 * j], student.convs[2 + 2 * j]]
     params = [q for c in convs for q in (c.weight, c.bias)]
@@ -154,30 +154,6 @@ def refine_block(student: ChipResNet, j: int, s_maps: torch.Tensor, target: torc
     return {"rel_mse_before": round(before, 5), "rel_mse_after": round(rel_error(), 5)}
 
 
-def disagreeing_views(student: FaceEncoder, teacher: FaceEncoder, x: torch.Tensor, steps: int,
-                      eps: float = 2.0, bf16: bool = True) -> torch.Tensor:
-    """Inputs x (the encoder's normalised input) moved to where the student's function departs
-    most from the teacher's near them: `steps` of projected signed-gradient ascent on 1 - cos of
-    the two embeddings, each step eps/2, no pixel moving more than eps levels of 255 in all, the
-    result still a valid image. The idea of Jacobian matching (Srinivas & Fleuret 2018): with a few
-    thousand photos, matching the teacher at the photos leaves its slopes around them untaught,
-    and 2-level changes no eye sees (session 29: 3 steps raise the mean 1 - cos of the shipped
-    student on training crops from 0.008 to 0.044; random +-2-level noise leaves it at 0.008)
-    show the student where it is still wrong. bf16: both networks under bfloat16 autocast.
-    Neither network changes. -> the moved inputs (a new tensor, no grad)."""
-    eps = eps / STD
-    low, high = -MEAN / STD, (255 - MEAN) / STD
-    d = x.detach().clone()
-    with torch.enable_grad():
-        for _ in range(steps):
-            d.requires_grad_(True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = (1 - (student(d).float() * teacher(d).float()).sum(1)).sum()
-            g, = torch.autograd.grad(loss, d)
-            d = (x + (d.detach() + eps / 2 * g.sign() - x).clamp(-eps, eps)).clamp(low, high)
-    return d.detach()
-
-
 @torch.no_grad()
 def fit_linear(layer: torch.nn.Linear, f: torch.Tensor, y: torch.Tensor, ridge: float = 1e-4) -> tuple[float, float]:
     """Set a linear layer with its bias (in place) by ridge least squares of y on f (N x in,
@@ -207,7 +183,7 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
                 blocks: Iterable[int] | None = None, positions: int = 256, ridge: float = 1e-4,
                 relu_aware: bool = True, head: bool = True, seed: int = 0,
                 refine_epochs: int = 0, refine_lr: float = 3e-4, maps_dtype: torch.dtype = torch.float32,
-                closed_form: bool = True, refine_bf16: bool = False,
+                refine_bf16: bool = False,
                 log: Callable[[str], None] | None = None) -> dict:
     """Refit `blocks` of the student (default all; in order from the input) and then its head, in
     place. inputs: batches of the encoder's input (normalised crops, mirror images included as the
@@ -215,10 +191,8 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
     per view at the first block in float32, both networks; bfloat16 halves it). Both models must be
     chip_resnet encoders with a pool head. refine_epochs > 0: after its closed form, each chosen
     block's two convolutions are trained further on the same views (refine_block).
-    closed_form=False skips the closed form (a further refinement of a student that was refined
-    before, whose first convolutions the closed form would no longer match); the head is still refit.
     refine_bf16: refine_block's training under bfloat16 autocast.
-    -> {"blocks": {blockJ: refit_block's report (none without the closed form), with "refine":
+    -> {"blocks": {blockJ: refit_block's report, with "refine":
     refine_block's}, "head": refit_head's report, "views", "seconds"}."""
     t0 = time.time()
     s, t = student.backbone, teacher.backbone
@@ -235,7 +209,7 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
     chosen = set(range(n_blocks) if blocks is None else blocks)
     gen = torch.Generator().manual_seed(seed)
     report = {"views": len(s_maps), "positions": positions, "ridge": ridge, "relu_aware": relu_aware,
-              "closed_form": closed_form, "refine_epochs": refine_epochs, "refine_lr": refine_lr,
+              "refine_epochs": refine_epochs, "refine_lr": refine_lr,
               "refine_bf16": refine_bf16, "maps_dtype": str(maps_dtype), "blocks": {}}
     forward = lambda net, maps: torch.cat([net.block(j, maps[sl].float()).to(maps_dtype)
                                            for sl in _slices(len(maps), 64)])
@@ -243,7 +217,7 @@ def refit_chain(student: FaceEncoder, teacher: FaceEncoder, inputs: Iterable[tor
         r: dict = {}
         if j in chosen:
             report["blocks"][f"block{j}"] = r
-        if j in chosen and closed_form:
+        if j in chosen:
             r.update(refit_block(s, t, j, s_maps, t_maps, positions, ridge, relu_aware, gen))
             if log:
                 log(f"block{j}: relative error of its output {r['rel_mse_before']:.4f} -> "
