@@ -1,8 +1,8 @@
 """Choose how Cluster picks k (k = 0) on people apart from the test: the DevTest people of
 pairs_calib.tsv (no photo of theirs is in pairs_devtest.tsv, whose people bench/cluster_run.py
 clusters). Many random sets of 20 people (up to 4 photos each) are clustered with each method; the
-mean adjusted Rand index (ARI) picks the method and its cut, which --write-checkpoint records in
-the encoder checkpoint (a distance is the encoder's own: a new encoder is tuned again).
+mean adjusted Rand index (ARI) picks the method and its cut, which --release FILE records in that
+release file of the encoder (a distance is the encoder's own: a new encoder is tuned again).
 
 The pool is every calib person with 2+ photos (78 people; with 4+ photos only 23, so that sets of
 20 drawn from it were nearly the same set and the best cut over-fitted them). Among the cuts of the
@@ -11,7 +11,7 @@ merge of two people is worse than a split of one (staff see a split as two group
 a merge hides a stranger among a student's photos), and the cut must hold on people it was not
 tuned on.
 
-  python bench/cluster_tune.py [--sets 200] [--write-checkpoint] > docs/cluster_tune.json
+  python bench/cluster_tune.py [--sets 200] [--checkpoint CK] [--release FILE] > docs/encoder/cluster_tune.json
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def main():
     ap.add_argument("--min-photos", type=int, default=2, help="a person of the pool has at least this many")
     ap.add_argument("--sets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write-checkpoint", action="store_true")
+    ap.add_argument("--release", metavar="FILE", help="record the cut in this release file (made a copy of "
+                                                     "--checkpoint when it does not exist yet)")
     a = ap.parse_args()
     lfw = Path(a.lfw)
     calib = sorted({p.split("/")[1] for line in (lfw / "pairs_calib.tsv").read_text().splitlines()
@@ -67,6 +68,10 @@ def main():
             for p in line.split("\t")[:2]}
     assert not set(calib) & test, "pairs_calib and pairs_devtest people overlap"
     eligible = [n for n in calib if len(list((lfw / "images" / n).glob("*.jpg"))) >= a.min_photos]
+    if a.release:
+        from encoder.checkpoint import release_copy
+
+        a.checkpoint = str(release_copy(a.checkpoint, a.release))
     emb = Embedder.from_checkpoint(a.checkpoint)
     vec = {}
     for n in tqdm(eligible, desc="embed", unit="person", file=sys.stderr):
@@ -113,12 +118,12 @@ def main():
            "rule": "the tightest cut of the best method within one standard error of the best mean ARI",
            "best": {"method": method, "cut": cut, **table[best]},
            "highest_mean": {"method": methods[top][0], "cut": methods[top][1], **table[top]}, "table": table}
-    if a.write_checkpoint:
+    if a.release:
         from encoder.checkpoint import record_in_checkpoint
 
-        record_in_checkpoint(a.checkpoint, cluster={"method": method, "cut": cut, "tuned_on": "pairs_calib people",
+        record_in_checkpoint(a.release, cluster={"method": method, "cut": cut, "tuned_on": "pairs_calib people",
                                                    "ari": table[best]["ari"]})
-        out["written_to_checkpoint"] = str(a.checkpoint or "default")
+        out["written_to_release"] = a.release
     print(json.dumps(out, indent=1))
 
 

@@ -89,7 +89,7 @@ class InceptionResnetV1Backbone(nn.Module):
 
 
 # dlib's chip seen from facegate's aligned crop: crop pixel (x, y, 1) of a 112x112 crop -> chip
-# pixel of its 150x150 chip (measured by scripts/dlib_chip_geometry.py; see dlib_resnet.CROP112_TO_CHIP)
+# pixel of its 150x150 chip (measured on LFW DevTrain photos; see dlib_resnet.CROP112_TO_CHIP)
 CHIP150_FROM_CROP112 = ((1.57634, -0.01087, -12.3775), (0.01087, 1.57634, -36.7894))
 DLIB_STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 

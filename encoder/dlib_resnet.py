@@ -41,12 +41,11 @@ STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 
 # The mean similarity transform from facegate's 112x112 aligned crop (ArcFace template, MTCNN's
 # five points) to dlib's own 150x150 chip (its five-point shape model, padding 0.25), measured on
-# 150 LFW DevTrain photos: crop pixel (x, y, 1) -> chip pixel. (Measured by a first version of
-# scripts/dlib_chip_geometry.py on another sample of 150 photos; the script's own sample gives a
-# mean within 0.6 chip pixels of this, about its standard error: faces vary by ~7 px.) The
-# teacher's embeddings of chips made with this agree with its native ones to cosine 0.992 (mean)
-# and give the same verification accuracy on held-out DevTrain people (0.995 vs 0.996);
-# docs/encoder/experiments/dlib_chip_geometry.json. facegate-s96cd and facegate-s96fm were trained with it.
+# 150 LFW DevTrain photos: crop pixel (x, y, 1) -> chip pixel (a second sample of 150 gives a
+# mean within 0.6 chip pixels of this, about its standard error: faces vary by ~7 px; the
+# measuring script is in git history, commit 457f13c). The teacher's embeddings of chips made
+# with this agree with its native ones to cosine 0.992 (mean) and give the same verification
+# accuracy on held-out DevTrain people (0.995 vs 0.996).
 CROP112_TO_CHIP = np.array(CHIP150_FROM_CROP112)
 
 

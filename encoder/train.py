@@ -196,7 +196,7 @@ def make_val_pairs(labels: np.ndarray, rows: np.ndarray, seed: int, per_identity
 
 
 def heldout_pairs(identities: list[str], share: float, per_identity: int, seed: int):
-    """The strict list of the held-out identities (scripts/heldout_eval.py): their rows (photos),
+    """The strict list of the held-out identities: their rows (photos),
     and pairs over those rows as indices a, b and `same`: every genuine pair of a person, at most
     `per_identity` of them drawn with the seed, and *every* impostor pair, so that TAR at a low
     FAR rests on ~10^5 impostors rather than make_val_pairs' few random ones."""

@@ -1,34 +1,42 @@
 #!/usr/bin/env bash
-# Make a trained checkpoint the shipped default: calibrate its thresholds on pairs_calib.tsv
-# (Verify FAR 1e-3, Identify 1e-4, by day and at night, TOO_DARK, the clustering cut), record its results on the DevTest pair lists inside it, draw the ROC curves,
-# and re-pin the golden distances. Usage: [PRECISION=bfloat16] [FLIP=1] scripts/release_encoder.sh runs/s64/encoder.pt
+# Make a release file of a trained encoder checkpoint: a new file, calibrated and measured; the
+# packaged encoder/weights/default.pt is not touched. In the release file:
+#   - the arithmetic (PRECISION=bfloat16) and mirror averaging (FLIP=1) it is served with;
+#   - Verify's threshold at FAR 1e-3 and Identify's at 1e-4 on lfw/pairs_calib.tsv (people in no
+#     accuracy figure), the night profile (night thresholds, TOO_DARK), the clustering cut;
+#   - its results on the DevTest pair lists (eval-pairs --record).
+# JSON and PNG of each step land in RESULTS (default: beside the release file).
+# Usage: [PRECISION=bfloat16] [FLIP=1] scripts/release_encoder.sh CHECKPOINT RELEASE.pt
+# Shipping it is then one explicit step, with the golden distances re-pinned:
+#   cp RELEASE.pt encoder/weights/default.pt && cp RESULTS/* docs/encoder/ \
+#     && .venv/bin/python tests/encoder/test_golden.py --write
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CK=${1:?usage: $0 CHECKPOINT}
+CK=${1:?usage: $0 CHECKPOINT RELEASE.pt}
+REL=${2:?usage: $0 CHECKPOINT RELEASE.pt}
 LFW=${FACEGATE_DATA:-../shared/data}/faces/lfw
-OUT=docs/encoder
+RESULTS=${RESULTS:-$(dirname "$REL")/results}
+PY=.venv/bin/python
 FG=.venv/bin/facegate
-mkdir -p "$OUT"
-cp "$CK" encoder/weights/default.pt
-# PRECISION=bfloat16: the shipped encoder runs under bfloat16 autocast (a new version; the
-# calibration below is then done in that arithmetic, as the service will run it)
+mkdir -p "$RESULTS"
+[ -e "$REL" ] && { echo "$REL exists: name a new release file" >&2; exit 2; }
+$PY -c "import sys; from encoder.checkpoint import release_copy; release_copy(sys.argv[1], sys.argv[2])" "$CK" "$REL"
 if [ -n "${PRECISION:-}" ]; then
-  .venv/bin/python -c "import sys; from encoder.checkpoint import record_in_checkpoint as r; print(r('encoder/weights/default.pt', precision=sys.argv[1]))" "$PRECISION"
+  $PY -c "import sys; from encoder.checkpoint import record_in_checkpoint as r; print(r(sys.argv[1], precision=sys.argv[2]))" "$REL" "$PRECISION"
 fi
-# FLIP=1: every face is embedded with its mirror image and the two averaged (a new version too)
 if [ "${FLIP:-0}" = 1 ]; then
-  .venv/bin/python -c "from encoder.checkpoint import record_in_checkpoint as r; print(r('encoder/weights/default.pt', flip_average=True))"
+  $PY -c "import sys; from encoder.checkpoint import record_in_checkpoint as r; print(r(sys.argv[1], flip_average=True))" "$REL"
 fi
-$FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --write-checkpoint --json | tee "$OUT/calibrate_pairs_calib.json"
+common=(--root "$LFW" --release "$REL" --json)
+$FG calibrate "$LFW/pairs_calib.tsv" --target-far 1e-3 "${common[@]}" | tee "$RESULTS/calibrate_pairs_calib.json"
 # Identify's stricter default: one probe meets N enrolled people, so its per-pair FAR is 1e-4
-# (20,000 impostor pairs: at most 2 admitted; a coarse estimate, stated in the model card)
-$FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-4 --kind identify --write-checkpoint --json | tee "$OUT/calibrate_identify_pairs_calib.json"
-# the night profile (darkened probes): TOO_DARK's light level and the night thresholds, and the
-# clustering cut (on pairs_calib people): distances are the encoder's own, so each is redone
-$FG calibrate "$LFW/pairs_calib.tsv" --root "$LFW" --target-far 1e-3 --profile night --write-checkpoint \
-  --plot docs/gates/too_dark_far1e-3.png --json | tee docs/gates/too_dark_far1e-3.json
-.venv/bin/python bench/cluster_tune.py --lfw "$LFW" --write-checkpoint | tee docs/cluster_tune.json
-$FG eval-pairs "$LFW/pairs_devtest.tsv" --root "$LFW" --record pairs_devtest --plot "$OUT/roc_pairs_devtest.png" --json | tee "$OUT/eval_pairs_devtest.json"
-$FG eval-pairs "$LFW/pairs_devtest_far.tsv" --root "$LFW" --record pairs_devtest_far --plot "$OUT/roc_pairs_devtest_far.png" --json | tee "$OUT/eval_pairs_devtest_far.json"
-.venv/bin/python tests/encoder/test_golden.py --write
-ls -l encoder/weights/default.pt
+$FG calibrate "$LFW/pairs_calib.tsv" --target-far 1e-4 --kind identify "${common[@]}" \
+  | tee "$RESULTS/calibrate_identify_pairs_calib.json"
+$FG calibrate "$LFW/pairs_calib.tsv" --target-far 1e-3 --profile night --plot "$RESULTS/too_dark_far1e-3.png" \
+  "${common[@]}" | tee "$RESULTS/too_dark_far1e-3.json"
+$PY bench/cluster_tune.py --lfw "$LFW" --release "$REL" | tee "$RESULTS/cluster_tune.json"
+for list in pairs_devtest pairs_devtest_far; do
+  $FG eval-pairs "$LFW/$list.tsv" --record "$list" --plot "$RESULTS/roc_$list.png" "${common[@]}" \
+    | tee "$RESULTS/eval_$list.json"
+done
+ls -l "$REL"
