@@ -33,7 +33,7 @@ from encoder.images import decode_image  # noqa: E402
 from index.kmeans import choose_k, choose_k_by_distance, kmeans  # noqa: E402
 
 # cuts as multiples of the encoder's own Verify threshold (FAR 1e-3): distances are each
-# encoder's own scale (s96fm2's threshold 0.76 and cut 1.1; a dlib-like encoder's 0.30)
+# encoder's own scale (an encoder whose threshold is 0.76 was best cut at 1.1; a dlib-like one's is ~0.30)
 CUT_MULTIPLES = np.arange(0.90, 2.21, 0.025)
 
 

@@ -464,7 +464,7 @@ def test_frozen_embedder_gives_the_same_embeddings_from_many_threads_at_once(tmp
 
 
 def test_flip_averaging_frozen_embedder_is_mirror_invariant_and_matches_eager(tmp_path, monkeypatch):
-    """A flip-averaging bfloat16 checkpoint (the shipped kind since session 15): one face runs
+    """A flip-averaging bfloat16 checkpoint (the kind that ships): one face runs
     as a batch of two (the face and its mirror image) through the frozen graph; the result is
     the normalised mean of the two views, so a face and its mirror image get one embedding."""
     from encoder.embedder import Embedder
