@@ -30,6 +30,8 @@ def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"undecodable image: not a format Pillow reads ({len(data)} bytes)") from None
+    except (OSError, ValueError, SyntaxError) as e:   # a known format's header, cut short or corrupt
+        raise ImageError(f"corrupt image header: {e}") from None
     w, h = im.size
     if w * h > max_pixels:
         raise ImageError(f"image of {w}x{h} = {w * h} pixels is over the limit of {max_pixels}")

@@ -1,5 +1,10 @@
 """Shared fixtures. Tests that need the real data sets look for them at $FACEGATE_DATA or
-../shared/data (beside the checkout) and skip with a clear reason when absent."""
+../shared/data (beside the checkout) and skip with a clear reason when absent.
+
+Markers (pyproject.toml): `data` = needs that data; every test that uses the `data_dir` fixture,
+directly or through another fixture (`lfw`, ...), gets it here, so `-m "not data"` runs what
+stands on its own. `slow` = more than ~2 s (real models on many photos, training, subprocess
+servers): `-m "not slow"` is the quick loop."""
 from __future__ import annotations
 
 import os
@@ -12,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _data_dir() -> Path:
     return Path(os.environ.get("FACEGATE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):     # the closure: fixtures of fixtures too
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")

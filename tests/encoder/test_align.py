@@ -60,6 +60,7 @@ def test_small_id_card_scans_align(aligner, gul, data_dir):
     assert aligner.align(att).ok
 
 
+@pytest.mark.slow
 def test_no_face_in_a_scene_or_noise(aligner, data_dir):
     scene = sorted((data_dir / "daynight/training/day").glob("*.jpg"))[0]
     assert aligner.align(decode_image(scene)).reason is Reason.NO_FACE

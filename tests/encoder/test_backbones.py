@@ -90,6 +90,7 @@ def test_config_to_dict():
                  "embedding_dim": 128, "dropout": 0.2, "head": "spatial"}
 
 
+@pytest.mark.slow
 def test_inception_resnet_v1_encoder():
     enc = FaceEncoder(EncoderConfig(backbone="inception_resnet_v1", input_size=160)).eval()
     assert isinstance(enc.backbone, InceptionResnetV1Backbone)

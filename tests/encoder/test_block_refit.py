@@ -46,6 +46,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean() / b.pow(2).mean())
 
 
+@pytest.mark.slow
 def test_a_student_that_differs_only_in_second_convolutions_is_refit_to_the_teacher_on_new_inputs():
     # the hidden maps are the teacher's, so the exact least-squares solution is the teacher's block:
     # this checks the geometry (patch order, padding, the strided block's shortcut) end to end
@@ -61,6 +62,7 @@ def test_a_student_that_differs_only_in_second_convolutions_is_refit_to_the_teac
         assert report["blocks"][f"block{j}"]["rel_mse_after"] < 1e-6
 
 
+@pytest.mark.slow
 def test_the_refit_changes_only_second_convolutions_and_the_head_and_lowers_every_error():
     teacher = _encoder(0)
     student = _perturbed(teacher, blocks=range(14), head=True)
@@ -102,6 +104,7 @@ def _block2_perturbed(teacher: FaceEncoder) -> tuple[FaceEncoder, torch.Tensor, 
     return student, maps, target
 
 
+@pytest.mark.slow
 def test_refinement_trains_both_convolutions_of_one_block_toward_the_teachers_output():
     teacher = _encoder(0)
     student, maps, target = _block2_perturbed(teacher)
@@ -128,6 +131,7 @@ def test_the_chain_with_refinement_reports_each_block_and_leaves_the_stem():
     assert torch.equal(stem, student.backbone.convs[0].weight)
 
 
+@pytest.mark.slow
 def test_the_refinement_is_as_strong_under_bfloat16_autocast():
     teacher = _encoder(0)
     results = []

@@ -132,6 +132,7 @@ def test_training_can_start_from_dlibs_weights_and_the_checkpoint_keeps_them(tmp
         assert torch.allclose(loaded(x), model(x), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_blockwise_targets_are_the_teachers_blocks_and_a_copy_of_the_teacher_scores_zero(photos, aligner):
     """Blockwise distillation pairs each student block with the teacher's block of the same
     place: a student that holds dlib's weights reproduces every target (the loss is float
@@ -158,6 +159,7 @@ def test_blockwise_targets_are_the_teachers_blocks_and_a_copy_of_the_teacher_sco
         assert fresh > 0.3 and fresh_parts["bw_stem"] > 0.3
 
 
+@pytest.mark.slow
 def test_blockwise_training_steps_move_every_block_toward_the_teacher(photos, aligner):
     """A few steps of the blockwise objective alone (no end-to-end pass) on real crops lower it."""
     from encoder.face_encoder import EncoderConfig, FaceEncoder, preprocess

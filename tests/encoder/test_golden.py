@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 GOLDEN = Path(__file__).with_name("golden_distances.json")
 PAIRS = [  # (photo a, photo b, same person) - all DevTest people, never trained on
@@ -36,6 +37,7 @@ def distances(images: Path) -> tuple[str, list[float]]:
     return emb.version, out
 
 
+@pytest.mark.slow
 def test_shipped_encoder_gives_the_pinned_distances(lfw):
     golden = json.loads(GOLDEN.read_text())
     version, got = distances(lfw / "images")

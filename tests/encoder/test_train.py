@@ -82,6 +82,7 @@ def test_training_steps_change_the_weights_and_write_a_run_folder(att_cache, tmp
     assert (tmp_path / "run/last.pt").exists()
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted_training(att_cache, tmp_path):
     straight, _ = run_training(_cfg(), att_cache, tmp_path / "a")
     _, part = run_training(_cfg(), att_cache, tmp_path / "b", stop_at=4)   # "killed" after step 4
@@ -98,6 +99,7 @@ def test_resume_refuses_another_config(att_cache, tmp_path):
         run_training(_cfg(margin=0.3), att_cache, tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_given_encoder(att_cache, tmp_path):
     from encoder.checkpoint import load_checkpoint, save_checkpoint
 
@@ -116,9 +118,9 @@ def test_fine_tuning_refuses_an_encoder_of_another_shape(att_cache, tmp_path):
     from encoder.checkpoint import save_checkpoint
     from encoder.face_encoder import EncoderConfig, FaceEncoder
 
-    # another embedding size: neither grown (more blocks) nor resized (another input size) can start it
+    # another embedding size: only a checkpoint of the same config starts a training
     save_checkpoint(tmp_path / "other.pt", FaceEncoder(EncoderConfig(embedding_dim=64)), name="other")
-    with pytest.raises(ValueError, match="another encoder config.*cannot grow.*cannot resize"):
+    with pytest.raises(ValueError, match="another encoder config"):
         run_training(_cfg(init_from=str(tmp_path / "other.pt")), att_cache, tmp_path / "run")
 
 
@@ -143,6 +145,7 @@ def test_bfloat16_channels_last_training_on_the_cpu(att_cache, tmp_path):
 
 
 @pytest.mark.parametrize("mixup", [0.0, 1.0])
+@pytest.mark.slow
 def test_teacher_in_the_loop_trains_and_resumes(att_cache, tmp_path, mixup):
     """Consistent distillation: dlib's ResNet embeds each augmented view (needs the teacher extra);
     with mixup, also blends of two extra photos (function matching)."""
@@ -231,6 +234,7 @@ def test_running_a_finished_training_again_keeps_its_summary(att_cache, tmp_path
 
 
 @pytest.mark.parametrize("inputs,end_to_end", [("teacher", False), ("student", True)])
+@pytest.mark.slow
 def test_blockwise_distillation_trains_and_resumes(att_cache, tmp_path, inputs, end_to_end):
     """Blockwise distillation of a chip_resnet student: alone (no end-to-end pass), or chained
     with the end-to-end losses on the embedding of the same pass; a resumed run is the same run."""
@@ -271,6 +275,7 @@ def test_bias_lr_mult_puts_biases_in_their_own_faster_group_without_decay():
     assert len(create_optimizer(model, TrainConfig(encoder=model.config)).param_groups) == 1   # old runs resume
 
 
+@pytest.mark.slow
 def test_fit_pool_head_finds_the_teachers_head_in_closed_form(att_cache):
     """fit_pool_head: a student that holds dlib's weights, its head scrambled, gets the teacher's
     head back by least squares: its own outputs are the teacher's descriptors again (raw, or less a
@@ -308,6 +313,7 @@ def test_fit_pool_head_finds_the_teachers_head_in_closed_form(att_cache):
         assert head_error("unseen", mean) < min(0.5, scrambled / 1000), (scrambled, head_error("unseen", mean))
 
 
+@pytest.mark.slow
 def test_refit_head_runs_once_before_the_first_step_and_is_on_record(att_cache, tmp_path):
     """refit_head in a training run: evaluated before and after, first in the history and the
     log, and not again when the run resumes (the resumed run equals the straight one)."""

@@ -56,6 +56,7 @@ def test_shipped_gate_tells_day_from_night_scenes(data_dir):
 
 
 @pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped day/night checkpoint")
+@pytest.mark.slow
 def test_daynight_cli_prints_one_json_line_per_photo(data_dir):
     paths = [str(sorted((data_dir / "daynight/training" / k).glob("*.jpg"))[0]) for k in ("day", "night")]
     p = subprocess.run([sys.executable, "-m", "service.cli", "daynight", *paths, "--json"], cwd=ROOT,

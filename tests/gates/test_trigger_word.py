@@ -189,6 +189,7 @@ def test_shipped_checkpoint_loads_with_its_decision_data():
     assert DEFAULT_CHECKPOINT.stat().st_size < 5_000_000
 
 
+@pytest.mark.data     # reads the recordings itself (_trigger_data)
 @shipped
 def test_shipped_gate_hears_the_held_out_voice_and_not_the_held_out_background():
     d = _trigger_data()
@@ -207,7 +208,9 @@ def test_shipped_gate_hears_the_held_out_voice_and_not_the_held_out_background()
     assert (c.tp, c.fp) == (2, 0), found
 
 
+@pytest.mark.data     # reads the recordings itself (_trigger_data)
 @shipped
+@pytest.mark.slow
 def test_trigger_cli_prints_the_contract_keys():
     d = _trigger_data()
     path = str(sorted((d / "dev").glob("*.wav"))[0])
@@ -220,6 +223,7 @@ def test_trigger_cli_prints_the_contract_keys():
 
 
 @shipped
+@pytest.mark.slow
 def test_trigger_cli_refuses_a_corrupt_wav_with_a_clear_error(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)

@@ -28,6 +28,7 @@ def run(capsys, *argv) -> tuple[int, dict]:
     return rc, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_data_folder_and_a_release_file_not_the_packaged_checkpoint(
         pairs, lfw, tmp_path, capsys):
     packaged = DEFAULT_CHECKPOINT.read_bytes()

@@ -30,6 +30,7 @@ def small_pairs(lfw, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_eval_pairs_prints_the_contract_keys(small_pairs, lfw, tmp_path):
     rc, out, err = run("eval-pairs", small_pairs, "--root", lfw, "--json", "--plot", tmp_path / "roc.png")
     assert rc == 0, err
@@ -43,6 +44,7 @@ def test_eval_pairs_prints_the_contract_keys(small_pairs, lfw, tmp_path):
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_sites_threshold(small_pairs, lfw, tmp_path):
     rc, out, err = run("calibrate", small_pairs, "--root", lfw, "--target-far", "0.1", "--site", "gym",
                        "--data-dir", tmp_path, "--json")
@@ -66,6 +68,7 @@ def test_site_sets_and_shows_the_policy(tmp_path):
     assert rc == 0 and out[0]["several_faces"] == "refuse"
 
 
+@pytest.mark.slow
 def test_errors_are_json_with_exit_code_2(lfw, tmp_path):
     rc, out, _ = run("eval-pairs", tmp_path / "missing.tsv", "--root", lfw, "--json")
     assert rc == 2 and out[0]["error"]["code"] == "INVALID_ARGUMENT" and "missing.tsv" in out[0]["error"]["message"]
@@ -79,6 +82,7 @@ def test_errors_are_json_with_exit_code_2(lfw, tmp_path):
     assert rc == 2 and out[0]["error"]["code"] == "INVALID_ARGUMENT"
 
 
+@pytest.mark.slow
 def test_compare_tells_the_same_person_from_another(lfw):
     img = lfw / "images"
     same = [img / "Abdullah_Gul/Abdullah_Gul_0013.jpg", img / "Abdullah_Gul/Abdullah_Gul_0014.jpg"]
@@ -89,6 +93,7 @@ def test_compare_tells_the_same_person_from_another(lfw):
     assert rc == 1 and out[0]["pairs"][0]["same"] is False
 
 
+@pytest.mark.slow
 def test_train_exports_a_checkpoint_and_fine_tunes_from_it(data_dir, tmp_path):
     """`facegate train` end to end on 6 AT&T people: a crop cache, a run folder, an exported
     checkpoint; then a second run of the same config that starts from it (--init-from) records the

@@ -17,6 +17,8 @@ from service.settings import Settings
 from service.sites import SiteStore
 from service.thresholds import ThresholdStore
 
+pytestmark = pytest.mark.slow     # the real models in a real server (fakes: test_grpc_decisions.py)
+
 SITE = "pool"
 NIGHT_VERIFY, NIGHT_IDENTIFY = 0.777, 0.555      # distinctive, to see which threshold was applied
 

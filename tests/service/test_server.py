@@ -21,6 +21,8 @@ from PIL import Image
 
 from service.client import Client, RpcFailed
 
+pytestmark = pytest.mark.slow     # servers in subprocesses, each loading the real models
+
 ROOT = Path(__file__).resolve().parents[2]
 # DevTest people (never trained on): the first photo is enrolled, the second is a probe that the
 # shipped encoder places within its threshold (these tests check the service, not the encoder's
