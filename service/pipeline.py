@@ -371,7 +371,7 @@ class Pipeline:
         if k > n:
             raise InvalidArgument(f"k={k} but only {n} of the photos have a usable face")
         if n == 0:
-            return ClusterResult(0, [(-1, r) for r in rows], np.zeros((0, 128), np.float32), None)
+            return ClusterResult(0, [(-1, r) for r in rows], np.zeros((0, self.embedder.embedding_dim), np.float32), None)
         x = np.stack(vecs)
         cut = self.embedder.meta.get("cluster")
         if k:
