@@ -362,8 +362,12 @@ class Pipeline:
         if k < 0:
             raise InvalidArgument(f"k must be >= 0 (0 = choose k), got {k}")
         vecs, rows = [], []
-        for data in photos:
-            a, v = self._face(self.decode(data), [])
+        for i, data in enumerate(photos):
+            try:
+                img = self.decode(data)
+            except InvalidArgument as e:
+                raise InvalidArgument(f"photo {i + 1} of {len(photos)}: {e.message}") from None
+            a, v = self._face(img, [])
             rows.append(a.reason if v is None else None)
             if v is not None:
                 vecs.append(v)

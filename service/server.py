@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import contextvars
 import logging
 import signal
 import time
@@ -26,38 +25,57 @@ from index.template_store import TemplateStore
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
-from .servicer import FaceGateServicer
+from .servicer import FaceGateServicer, request_id
 from .settings import Settings
 from .thresholds import ThresholdStore
 
 log = logging.getLogger("facegate.server")
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceGate"].full_name
 
 
 class RequestLogInterceptor(grpc.aio.ServerInterceptor):
-    """A request id (the client's x-request-id, or a new one) and one log line per call with
-    its method and duration. It logs no payload: never a photo, never an embedding."""
+    """A request id (the client's x-request-id, or a new one) for every call, unary or the Enroll
+    stream, and one log line per call with its method, status and duration. It logs no payload:
+    never a photo, never an embedding."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or not (handler.unary_unary or handler.stream_stream):
             return handler
         md = dict(details.invocation_metadata or ())
-        rid = md.get("x-request-id") or uuid.uuid4().hex[:12]
-        inner = handler.unary_unary
+        rid = str(md.get("x-request-id") or uuid.uuid4().hex[:12])[:64]
 
-        async def logged(request, context):
+        def done(context, t0):
+            code = context.code() if hasattr(context, "code") else None
+            log.info("%s %s %s %.1f ms", rid, details.method, code or "OK", (time.perf_counter() - t0) * 1000)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def logged(request, context):
+                request_id.set(rid)
+                t0 = time.perf_counter()
+                try:
+                    return await inner(request, context)
+                finally:
+                    done(context, t0)
+
+            return grpc.unary_unary_rpc_method_handler(
+                logged, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        inner_stream = handler.stream_stream
+
+        async def logged_stream(request_iterator, context):
             request_id.set(rid)
             t0 = time.perf_counter()
             try:
-                return await inner(request, context)
+                async for response in inner_stream(request_iterator, context):
+                    yield response
             finally:
-                code = context.code() if hasattr(context, "code") else None
-                log.info("%s %s %s %.1f ms", rid, details.method, code or "OK", (time.perf_counter() - t0) * 1000)
+                done(context, t0)
 
-        return grpc.unary_unary_rpc_method_handler(
-            logged, request_deserializer=handler.request_deserializer,
+        return grpc.stream_stream_rpc_method_handler(
+            logged_stream, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
 

@@ -1,8 +1,14 @@
 """The gRPC servicer: thin. Protobuf in, plain call to the pipeline (in a worker thread, so
-the event loop keeps serving), protobuf out; domain errors become status codes here, once."""
+the event loop keeps serving), protobuf out; domain errors become status codes here, once.
+
+No call ends in UNKNOWN: an exception that is not a domain error is a bug below the edge, and
+it is answered INTERNAL with the request id (its traceback goes to the log under that id, its
+text never to the client); in an Enroll stream it is that photo's answer, and the stream goes on."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +23,8 @@ from .errors import FacegateError
 from .pipeline import Pipeline
 
 log = logging.getLogger("facegate.servicer")
+# set per call by service.server.RequestLogInterceptor: the client's x-request-id, or a new one
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 STATUS = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,6 +42,30 @@ def _reason(reason: Reason | None) -> int:
     return pb.REASON_UNSPECIFIED if reason is None else pb.Reason.Value(Reason(reason).value)
 
 
+def internal_error(where: str) -> str:
+    """Log the exception being handled with its traceback, under the request id -> the message
+    the client gets (the id, never the exception's text)."""
+    rid = request_id.get()
+    log.exception("request %s: unexpected error in %s", rid, where)
+    return f"internal error in {where} (request id {rid}): the server logged it; please report the id"
+
+
+def answered(rpc):
+    """A unary RPC whose every ending is a status the contract names: a domain error's code, or
+    INTERNAL for anything else (never UNKNOWN)."""
+    @functools.wraps(rpc)
+    async def wrapper(self, request, context):
+        try:
+            return await rpc(self, request, context)
+        except grpc.aio.AbortError:           # context.abort() already chose the status
+            raise
+        except FacegateError as e:
+            await context.abort(STATUS[e.code], e.message)
+        except Exception:
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error(rpc.__name__))
+    return wrapper
+
+
 def _stages(stages):
     return [pb.StageResult(name=s.name, outcome=s.outcome, score=s.score, seconds=s.seconds) for s in stages]
 
@@ -44,11 +76,9 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
 
     async def _call(self, context, fn, *args):
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        except FacegateError as e:
-            await context.abort(STATUS[e.code], e.message)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    @answered
     async def Verify(self, request, context):
         r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
                              request.audio)
@@ -58,6 +88,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             light_profile=r.light_profile, encoder_version=r.encoder_version, latency_ms=r.latency_ms,
             detail=r.detail, stages=_stages(r.stages))
 
+    @answered
     async def Identify(self, request, context):
         r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio)
         return pb.IdentifyResponse(
@@ -69,24 +100,32 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     async def Enroll(self, request_iterator, context):
         async for req in request_iterator:
-            try:
-                r = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.pipeline.enroll, req.subject_id, req.image)
-            except FacegateError as e:
-                # one bad photo does not end the job: it is answered, and the stream goes on
-                yield pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
-                                        status=pb.EnrollResponse.REJECTED, detail=e.message, error_code=e.code)
-                continue
-            yield pb.EnrollResponse(
-                photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
-                reason=_reason(r.reason), detail=r.detail,
-                template_id=r.template_id,
-                duplicates=[pb.DuplicateWarning(other_subject=s, distance=d) for s, d in r.duplicates])
+            yield await self._enroll_one(req)
 
+    async def _enroll_one(self, req) -> pb.EnrollResponse:
+        """One photo of a stream. One bad photo does not end the job: it is answered (REJECTED
+        with its error_code), and the stream goes on."""
+        def refused(code: str, message: str) -> pb.EnrollResponse:
+            return pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
+                                     status=pb.EnrollResponse.REJECTED, detail=message, error_code=code)
+        try:
+            r = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.pipeline.enroll, req.subject_id, req.image)
+            return pb.EnrollResponse(
+                photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
+                reason=_reason(r.reason), detail=r.detail, template_id=r.template_id,
+                duplicates=[pb.DuplicateWarning(other_subject=s, distance=d) for s, d in r.duplicates])
+        except FacegateError as e:
+            return refused(e.code, e.message)
+        except Exception:
+            return refused("INTERNAL", internal_error("Enroll"))
+
+    @answered
     async def DeleteSubject(self, request, context):
         n = await self._call(context, self.pipeline.delete, request.subject_id)
         return pb.DeleteSubjectResponse(subject_id=request.subject_id, removed=n)
 
+    @answered
     async def Cluster(self, request, context):
         r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k)
         return pb.ClusterResponse(
@@ -96,6 +135,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             centroids=[pb.Centroid(vector=c.tolist()) for c in r.centroids],
             silhouette=r.silhouette if r.silhouette is not None else 0.0)
 
+    @answered
     async def GetStatus(self, request, context):
         s = await self._call(context, self.pipeline.status)
         return pb.GetStatusResponse(subjects=s["subjects"], templates=s["templates"],

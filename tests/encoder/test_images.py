@@ -38,7 +38,7 @@ def test_png_decodes_to_hxwx3_uint8(tmp_path):
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)   # H=5, W=7
     data = _png_bytes(Image.fromarray(arr))
-    out = decode_image(data)
+    out = decode_image(data, min_side=5)
     assert out.shape == (5, 7, 3)
     assert out.dtype == np.uint8
     assert out.flags["C_CONTIGUOUS"]
@@ -46,18 +46,18 @@ def test_png_decodes_to_hxwx3_uint8(tmp_path):
     # the same from a path, given as str or Path
     p = tmp_path / "face.png"
     p.write_bytes(data)
-    np.testing.assert_array_equal(decode_image(p), arr)
-    np.testing.assert_array_equal(decode_image(str(p)), arr)
+    np.testing.assert_array_equal(decode_image(p, min_side=5), arr)
+    np.testing.assert_array_equal(decode_image(str(p), min_side=5), arr)
 
 
 def test_grey_and_rgba_become_rgb():
     grey = np.array([[0, 100], [200, 255]], np.uint8)
-    out = decode_image(_png_bytes(Image.fromarray(grey, "L")))
+    out = decode_image(_png_bytes(Image.fromarray(grey, "L")), min_side=1)
     assert out.shape == (2, 2, 3)
     np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, axis=2))
     rgba = np.zeros((2, 3, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 10, 255
-    out = decode_image(_png_bytes(Image.fromarray(rgba, "RGBA")))
+    out = decode_image(_png_bytes(Image.fromarray(rgba, "RGBA")), min_side=1)
     assert out.shape == (2, 3, 3)
     np.testing.assert_array_equal(out[..., 0], 10)
 
@@ -106,10 +106,17 @@ def test_huge_header_is_refused_before_decoding():
 
 
 def test_max_pixels_limit_is_inclusive():
-    data = _png_bytes(Image.new("RGB", (10, 10)))
-    assert decode_image(data, max_pixels=100).shape == (10, 10, 3)
-    with pytest.raises(ImageError, match="over the limit of 99"):
-        decode_image(data, max_pixels=99)
+    data = _png_bytes(Image.new("RGB", (20, 20)))
+    assert decode_image(data, max_pixels=400).shape == (20, 20, 3)
+    with pytest.raises(ImageError, match="over the limit of 399"):
+        decode_image(data, max_pixels=399)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (19, 300), (300, 19)])
+def test_a_photo_too_small_to_hold_a_face_is_refused(size):
+    with pytest.raises(ImageError, match="too small to hold a face"):
+        decode_image(_png_bytes(Image.new("RGB", size)))
+    assert decode_image(_png_bytes(Image.new("RGB", (20, 20)))).shape == (20, 20, 3)
 
 
 def test_truncated_jpeg():

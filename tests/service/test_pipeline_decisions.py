@@ -453,7 +453,7 @@ def test_delete_removes_every_template_of_the_subject(pipeline):
     ("", RED, InvalidArgument, "subject_id is empty"),
     ("ann", b"", InvalidArgument, "empty"),
     ("ann", b"GIF89a and then nothing", InvalidArgument, "undecodable"),
-    ("ann", b"\x89PNG\r\n\x1a\n garbage", InvalidArgument, "corrupt image header"),
+    ("ann", b"\x89PNG\r\n\x1a\n garbage", InvalidArgument, "corrupt or truncated image"),
     ("nobody", RED, NotFound, "nobody"),
 ])
 def test_malformed_verify_requests_are_errors_not_decisions(pipeline, subject, image, error, match):
