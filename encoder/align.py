@@ -25,6 +25,8 @@ TEMPLATE_112 = np.array(
 class AlignConfig:
     crop_size: int = 112
     min_detect_px: int = 20            # MTCNN's smallest face searched for
+    detect_max_side: int = 1280        # a larger photo is searched downscaled to this long side (then
+                                       # aligned from the full photo): bounds the detector's time and memory
     min_face_px: int = 40              # a face whose box side is smaller is FACE_TOO_SMALL
     min_prob: float = 0.90             # detections below this are ignored
     multiple_ratio: float = 0.6        # another face with >= this share of the chosen face's area -> MULTIPLE_FACES
@@ -123,6 +125,8 @@ class FaceAligner:
         )
 
     def _detect(self, img: np.ndarray):
+        if min(img.shape[:2]) < self.config.min_detect_px:      # too small for MTCNN's pyramid: no face
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(img, landmarks=True)
         if boxes is None:
@@ -134,7 +138,20 @@ class FaceAligner:
         """All confident faces: boxes (N,4), probs (N,), landmarks (N,5,2), in the photo's pixels.
 
         A tight crop (an ID-card scan whose face fills the frame) often hides the face from
-        MTCNN's proposal net, so with no face found the photo is padded and searched again."""
+        MTCNN's proposal net, so with no face found the photo is padded and searched again.
+        A photo whose long side exceeds `detect_max_side` is searched downscaled (area
+        averaging) and the boxes and landmarks scaled back: MTCNN's cost grows with the pixels
+        and, on a noisy photo, with its candidate boxes (a 40-megapixel photo of noise took
+        over 20 GB), where a face it can use is large in any such photo."""
+        h, w = img.shape[:2]
+        scale = min(1.0, self.config.detect_max_side / max(h, w))
+        if scale < 1.0:
+            small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            boxes, probs, points = self._detect_padded(small)
+            return boxes / scale, probs, points / scale
+        return self._detect_padded(img)
+
+    def _detect_padded(self, img: np.ndarray):
         boxes, probs, points = self._detect(img)
         if len(boxes) == 0 and self.config.pad_retry > 0:
             h, w = img.shape[:2]

@@ -136,3 +136,17 @@ def test_a_bystander_cut_off_by_the_frame_is_not_chosen_over_the_person_in_the_m
     r = aligner.align(decode_image(lfw / "images" / photo))
     assert r.faces == 2 and r.ok
     assert r.box[0] < 125 < r.box[2] and r.box[1] < 125 < r.box[3]
+
+
+@pytest.mark.slow
+def test_a_large_photo_is_searched_downscaled_and_aligned_from_the_full_photo(aligner, gul):
+    big = cv2.resize(gul, (2500, 2500), interpolation=cv2.INTER_CUBIC)        # 10x: over detect_max_side
+    small, large = aligner.align(gul), aligner.align(big)
+    assert small.ok and large.ok and large.crop.shape == small.crop.shape
+    np.testing.assert_allclose(large.landmarks / 10, small.landmarks, atol=2.0)
+    assert np.abs(large.crop.astype(int) - small.crop.astype(int)).mean() < 12
+
+
+def test_a_strip_too_thin_for_the_detector_once_downscaled_has_no_face(aligner):
+    strip = np.random.default_rng(0).integers(0, 256, (600, 60000, 3), dtype=np.uint8)
+    assert aligner.align(strip).reason is Reason.NO_FACE            # 1280 x 13 after downscaling
