@@ -14,7 +14,7 @@ characters, any Unicode), k (any int32), and Enroll streams and Cluster batches 
 Without --server it serves a fresh data folder itself (`facegate serve`, the shipped models),
 with one subject enrolled from --photos and a site "pool" that requires the trigger word.
 Prints one JSON object: requests, codes {code: count}, by_rpc {rpc: {code: count}}, unknown,
-internal, still_serving, seconds; exits 1 if any request ended in UNKNOWN or INTERNAL or the
+internal, still_serving, seconds, and the server's peak resident memory; exits 1 if any request ended in UNKNOWN or INTERNAL or the
 server stopped serving. tests/service/test_fuzz.py runs a few hundred of the same in the suite.
 """
 from __future__ import annotations
@@ -316,7 +316,10 @@ def main():
             proc, address = start_server(Path(tmp.name), photos[:2])
         report = fuzz(address, a.requests, a.seed, seeds)
         if proc is not None:
-            report["server_exit_code"] = proc.poll()     # None: it is still running
+            report["server_exit_code"] = proc.poll()     # None: it is still running; -9: killed (memory?)
+            if proc.poll() is None:                      # its peak resident memory over the whole run
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                report["server_peak_rss_mb"] = round(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024)
     finally:
         if proc is not None:
             proc.terminate()
