@@ -23,6 +23,8 @@ from torch import nn
 from .checkpoints import load_gate, save_gate
 
 RATE = 16_000
+MIN_RATE, MAX_RATE = 8_000, 192_000     # the sample rates a microphone records at
+MAX_SECONDS = 30.0                      # a door's clip is ~10 s; longer audio is refused, not resampled
 N_FFT, HOP, N_MELS = 400, 160, 64          # 25 ms windows every 10 ms
 CONV_KERNEL, CONV_STRIDE = 15, 4           # output step = 40 ms
 FORMAT = "facegate-trigger/1"
@@ -46,6 +48,10 @@ def load_wav(data: bytes | str | Path) -> np.ndarray:
         raise AudioError(f"not a WAV file we can read: {type(e).__name__}: {e}") from None
     if x.size == 0:
         raise AudioError("the WAV file holds no samples")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"a sample rate of {rate} Hz, outside {MIN_RATE:,}..{MAX_RATE:,} Hz")
+    if len(x) / rate > MAX_SECONDS:
+        raise AudioError(f"{len(x) / rate:.1f} s of audio, more than the limit of {MAX_SECONDS:.0f} s")
     if x.dtype == np.uint8:
         x = (x.astype(np.float32) - 128.0) / 128.0
     elif np.issubdtype(x.dtype, np.integer):

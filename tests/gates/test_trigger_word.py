@@ -241,3 +241,20 @@ def test_a_clip_shorter_than_one_step_is_padded_not_refused():
     gate = TriggerWordGate(net, {"threshold": 0.5})
     assert len(gate.probabilities(np.zeros(10, np.float32))) == 1
     assert gate.predict(wav_bytes(np.zeros(800, np.int16), 16000)) == []      # 50 ms of silence
+
+
+@pytest.mark.parametrize("rate, seconds, match", [(1, 5, "sample rate of 1 Hz"), (4000, 1, "sample rate"),
+                                                  (400_000, 0.1, "sample rate"), (8000, 31, "more than the limit")])
+def test_audio_a_microphone_cannot_have_made_is_refused_before_resampling(rate, seconds, match):
+    """A WAV of 1 Hz would be resampled to 16 kHz x its length: 5 samples are harmless, but a
+    hostile file's 200,000 would need tens of GB (found by bench/fuzz.py)."""
+    import io
+
+    from scipy.io import wavfile
+
+    from gates.trigger_word import AudioError, load_wav
+
+    buf = io.BytesIO()
+    wavfile.write(buf, rate, np.zeros(max(1, int(rate * seconds)), np.int16))
+    with pytest.raises(AudioError, match=match):
+        load_wav(buf.getvalue())
