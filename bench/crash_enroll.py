@@ -97,6 +97,8 @@ def stream(address: str, batch: list[tuple[str, bytes]], acknowledged: set, kill
         pass                      # the kill cut the stream: what was answered before it counts
     finally:
         killer.cancel()
+        if proc.poll() is None:   # the stream ended before the timer: killed between two streams
+            proc.send_signal(signal.SIGKILL)
     return got
 
 
