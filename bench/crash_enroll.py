@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -38,28 +37,12 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import start_server  # noqa: E402
 from facegate.v1 import facegate_pb2 as pb  # noqa: E402
 from facegate.v1 import facegate_pb2_grpc as pb_grpc  # noqa: E402
 from service.index_layout import current_index_dir  # noqa: E402
 
 ACKNOWLEDGED = (pb.EnrollResponse.ACCEPTED, pb.EnrollResponse.ALREADY_ENROLLED)
-
-
-def start(data: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0",
-                             "--data-dir", str(data)], cwd=ROOT, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"serving on port (\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain its log
-            return proc, f"127.0.0.1:{m.group(1)}"
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 def store_rows(data: Path) -> set[tuple[str, str]]:
@@ -120,7 +103,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="fg-crash-") as tmp:
         data = Path(tmp)
         for _ in tqdm(range(a.cycles), desc="SIGKILL cycles", unit="cycle", file=sys.stderr):
-            proc, address = start(data)
+            proc, address = start_server(data)
             rows = store_rows(data)
             lost = acknowledged - rows
             report["lost"] = max(report["lost"], len(lost))
@@ -135,7 +118,7 @@ def main():
             proc.wait(30)
             report["max_acknowledged"] = len(acknowledged)
         # the end: every acknowledged photo once more, each must be ALREADY_ENROLLED
-        proc, address = start(data)
+        proc, address = start_server(data)
         by_hash = {(s, hashlib.sha256(img).hexdigest()): (s, img) for s, img in photos}
         resend = [by_hash[k] for k in sorted(acknowledged)]
         with grpc.insecure_channel(address) as ch:

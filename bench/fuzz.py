@@ -44,6 +44,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import start_server  # noqa: E402
 from facegate.v1 import facegate_pb2 as pb  # noqa: E402
 from facegate.v1 import facegate_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -259,35 +260,11 @@ def fuzz(address: str, n: int, seed: int, seed_photos: list[bytes] | None = None
 
 
 # ------------------------------------------------------------------------------------ a server
-def start_server(data_dir: Path, photos: list[Path]) -> tuple[subprocess.Popen, str]:
-    fg = [sys.executable, "-m", "service.cli"]
-    subprocess.run(fg + ["site", WORD_SITE, "--trigger-word", "on", "--data-dir", str(data_dir), "--json"],
-                   cwd=ROOT, check=True, capture_output=True)
-    proc = subprocess.Popen(fg + ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)], cwd=ROOT,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    port = None
-    deadline = time.time() + 180
-    while time.time() < deadline and port is None:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"serving on port (\d+)", line)
-        port = int(m.group(1)) if m else None
-    if port is None:
-        proc.kill()
-        raise RuntimeError("the server did not start")
-    # keep reading its log, so that a full pipe never blocks it
-    import threading
-
-    log = data_dir / "server.log"
-
-    def drain():
-        with open(log, "a") as f:
-            for line in proc.stderr:
-                f.write(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    address = f"127.0.0.1:{port}"
+def serve_for_fuzzing(data_dir: Path, photos: list[Path]) -> tuple[subprocess.Popen, str]:
+    """A server with the word site set and ENROLLED enrolled from `photos`."""
+    subprocess.run([sys.executable, "-m", "service.cli", "site", WORD_SITE, "--trigger-word", "on", "--data-dir",
+                    str(data_dir), "--json"], cwd=ROOT, check=True, capture_output=True)
+    proc, address = start_server(data_dir, log=data_dir / "server.log")
     if photos:
         with grpc.insecure_channel(address) as ch:
             list(pb_grpc.FaceGateStub(ch).Enroll(iter([pb.EnrollRequest(subject_id=ENROLLED, image=p.read_bytes(),
@@ -313,7 +290,7 @@ def main():
         if a.server:
             address = a.server
         else:
-            proc, address = start_server(Path(tmp.name), photos[:2])
+            proc, address = serve_for_fuzzing(Path(tmp.name), photos[:2])
         report = fuzz(address, a.requests, a.seed, seeds)
         if proc is not None:
             report["server_exit_code"] = proc.poll()     # None: it is still running; -9: killed (memory?)

@@ -21,8 +21,6 @@ import argparse
 import json
 import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,25 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import start_server  # noqa: E402
 from facegate.v1 import facegate_pb2 as pb  # noqa: E402
 from facegate.v1 import facegate_pb2_grpc as pb_grpc  # noqa: E402
-
-
-def start(data: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--listen", "127.0.0.1:0",
-                             "--data-dir", str(data)], cwd=ROOT, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"serving on port (\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain its log
-            return proc, f"127.0.0.1:{m.group(1)}"
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 def rss_mb(pid: int) -> float:
@@ -178,7 +160,7 @@ def main():
     a = ap.parse_args()
     rows = people(Path(a.lfw), a.people, 0)
     with tempfile.TemporaryDirectory(prefix="fg-soak-") as tmp:
-        proc, address = start(Path(tmp))
+        proc, address = start_server(Path(tmp))
         try:
             with grpc.insecure_channel(address) as ch:
                 stub = pb_grpc.FaceGateStub(ch)

@@ -42,20 +42,16 @@ def reindex(photo_dir, data_dir, checkpoint=None, name: str | None = None, switc
     name = name or embedder.version
     folder = new_index_dir(data_dir, name)
     store = TemplateStore(folder, dim=embedder.embedding_dim)
-    other = store.encoder_versions() - {embedder.version}
-    if other:
-        store.close()
-        raise FailedPrecondition(f"index {folder} already holds templates of encoder {sorted(other)}; choose another --name")
-    pipeline = Pipeline(Settings(data_dir=data_dir), embedder, store, thresholds=None,
-                        audit=AuditLog(data_dir / "audit.jsonl"), gates=gates)
-    try:
-        pipeline.threshold(pipeline.settings.default_site, "day", "verify")   # duplicates are judged by it
-    except FailedPrecondition:
-        store.close()
-        raise
     summary = {"index": name, "encoder_version": embedder.version, "subjects": len({s for s, _ in photos}),
                "accepted": 0, "already_enrolled": 0, "rejected": [], "duplicate_warnings": []}
     try:
+        other = store.encoder_versions() - {embedder.version}
+        if other:
+            raise FailedPrecondition(f"index {folder} already holds templates of encoder {sorted(other)}; "
+                                     f"choose another --name")
+        pipeline = Pipeline(Settings(data_dir=data_dir), embedder, store, thresholds=None,
+                            audit=AuditLog(data_dir / "audit.jsonl"), gates=gates)
+        pipeline.threshold(pipeline.settings.default_site, "day", "verify")   # duplicates are judged by it
         for subject, path in tqdm(photos, desc="reindex", unit="photo", file=sys.stderr):
             try:
                 r = pipeline.enroll(subject, path.read_bytes())

@@ -284,3 +284,13 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def rpc_error(call, *args, **kw):
+    """The grpc.RpcError that a call must end in (10 s at most)."""
+    import grpc
+    import pytest
+
+    with pytest.raises(grpc.RpcError) as e:
+        call(*args, timeout=10, **kw)
+    return e.value

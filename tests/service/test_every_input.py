@@ -11,9 +11,9 @@ import re
 import grpc
 import pytest
 from fakes import ServerThread, draw, encode, face, fake_pipeline, photo
+from fakes import rpc_error as error_of
 
 from facegate.v1 import facegate_pb2 as pb
-from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
 RED, ORANGE, BLUE, CYAN = (photo(face(c)) for c in ("red", "orange", "blue", "cyan"))
 TRUNCATED = photo(face("red"), fmt="JPEG")[:600]
@@ -37,18 +37,6 @@ def served(tmp_path):
     server = ServerThread(p)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def stub(served):
-    with grpc.insecure_channel(served.address) as channel:
-        yield pb_grpc.FaceGateStub(channel)
-
-
-def error_of(call, *args, **kw) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as e:
-        call(*args, timeout=10, **kw)
-    return e.value
 
 
 def enroll(stub, photos: list[tuple[str, bytes]], rid: str = "") -> list[pb.EnrollResponse]:

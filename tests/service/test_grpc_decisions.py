@@ -10,10 +10,9 @@ import json
 import grpc
 import pytest
 from fakes import (IDENTIFY_THRESHOLD, SQRT2, THRESHOLD, VERSION, ServerThread, face, fake_pipeline, photo,
-                   wav)
+                   rpc_error, wav)
 
 from facegate.v1 import facegate_pb2 as pb
-from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from service.cli import main
 
 RED, ORANGE, BLUE, CYAN, GREEN = (photo(face(c)) for c in ("red", "orange", "blue", "cyan", "green"))
@@ -36,16 +35,8 @@ def served(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def stub(served):
-    with grpc.insecure_channel(served.address) as channel:
-        yield pb_grpc.FaceGateStub(channel)
-
-
 def code_of(call, *args, **kw) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as e:
-        call(*args, timeout=10, **kw)
-    return e.value.code()
+    return rpc_error(call, *args, **kw).code()
 
 
 # ---------------------------------------------------------------------------------- the proto
