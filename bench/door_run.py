@@ -70,10 +70,11 @@ RETAKE_REASONS = tuple(r.value for r in (Reason.NO_FACE, Reason.MULTIPLE_FACES, 
 NO_USABLE_FACE = tuple(r.value for r in (Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.FACE_TOO_SMALL))
 
 
-def retake_photo(photos: list[str], refused: str, probes: int) -> str | None:
+def retake_photo(photos: list[str], refused: str, probes: int, enrolled: int = 1) -> str | None:
     """The photo a retake shows: the person's first photo not used as a probe, else another of their
-    probes; never the enrolment photo (photos[0]) nor the refused one. None: they have no other photo."""
-    return next((p for p in photos[1 + probes:] + photos[1:1 + probes] if p != refused), None)
+    probes; never an enrolment photo (the first `enrolled`) nor the refused one. None: they have no other photo."""
+    k = enrolled
+    return next((p for p in photos[k + probes:] + photos[k:k + probes] if p != refused), None)
 
 
 def detected(r: dict) -> str | None:
@@ -85,6 +86,12 @@ def judged_on_a_photo_of_several(r: dict) -> bool:
     """A verify answer that compared the central face of a photo of several with the card (site
     policy central_face), where the default policy refuses the photo."""
     return detected(r) == Reason.MULTIPLE_FACES.value and any(s["name"] == "match" for s in r.get("stages", []))
+
+
+def folder_people(root: Path) -> dict[str, list[str]]:
+    """A folder-per-person set (root/<person>/<photos>): every person and their photos."""
+    return {d.name: sorted(str(p) for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            for d in sorted(root.iterdir()) if d.is_dir()}
 
 
 def devtest_people(lfw: Path) -> dict[str, list[str]]:
@@ -99,7 +106,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", required=True)
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared/data/faces/lfw"))
+    ap.add_argument("--folder", help="a folder-per-person set to run on instead of LFW's DevTest people (for "
+                                     "example faces/shift/bollywood): half its people at most are enrolled, "
+                                     "the others are the strangers")
     ap.add_argument("--people", type=int, default=100)
+    ap.add_argument("--enroll-photos", type=int, default=1, help="ID photos enrolled per person (the first ones)")
     ap.add_argument("--probes", type=int, default=3, help="probe photos per enrolled person, at most")
     ap.add_argument("--impostors", type=int, default=1,
                     help="claims of other enrolled people's cards per probe (more: a tighter FAR estimate)")
@@ -116,12 +127,16 @@ def main():
     if rc != 0:
         sys.exit(f"status failed: {status}")
     rng = random.Random(a.seed)
-    people = devtest_people(Path(a.lfw))
-    multi = [n for n, ps in people.items() if len(ps) >= 2]
+    base = Path(a.folder) if a.folder else Path(a.lfw)
+    people = folder_people(base) if a.folder else devtest_people(base)
+    if a.folder:
+        a.people = min(a.people, len(people) // 2)
+    k = a.enroll_photos
+    multi = [n for n, ps in people.items() if len(ps) >= k + 1]
     rng.shuffle(multi)
-    # candidates beyond N stand in for people whose ID photo is refused (no usable face);
+    # candidates beyond N stand in for people whose ID photos are all refused (no usable face);
     # the extras accepted beyond N are deleted again, so exactly N are enrolled
-    candidates = multi[:a.people + 30]
+    candidates = multi[:a.people + max(0, min(30, len(people) - 2 * a.people))]
     strangers = [n for n in people if n not in set(candidates)]
     rng.shuffle(strangers)
     strangers = strangers[:a.people]
@@ -130,13 +145,16 @@ def main():
     try:
         for n in candidates:
             (gallery / n).mkdir()
-            shutil.copy(people[n][0], gallery / n)
+            for photo in people[n][:k]:
+                shutil.copy(photo, gallery / n)
         t0 = time.time()
         rc, summary = cli(a.facegate, "enroll", str(gallery), "--server", a.server)
         if rc != 0:
             sys.exit(f"enroll failed: {summary}")
-        accepted = [n for n in candidates if not any(r["path"].startswith(str(gallery / n) + "/")
-                                                       for r in summary["rejected"])]
+        refused = defaultdict(int)
+        for r in summary["rejected"]:
+            refused[Path(r["path"]).parent.name] += 1
+        accepted = [n for n in candidates if refused[n] < k]        # one ID photo of theirs at least
         enrolled, extras = accepted[:a.people], accepted[a.people:]
         for n in extras:
             cli(a.facegate, "delete", "--subject", n, "--server", a.server)
@@ -154,14 +172,14 @@ def main():
         return cli(a.facegate, *args, "--server", a.server, *site)
 
     def rel(photo: str) -> str:
-        return str(Path(photo).relative_to(a.lfw))
+        return str(Path(photo).relative_to(base))
 
     verify_threshold = None
     for i, n in enumerate(enrolled):
-        for probe in people[n][1:1 + a.probes]:
+        for probe in people[n][k:k + a.probes]:
             others = [enrolled[(i + 1 + j) % len(enrolled)]
                       for j in rng.sample(range(len(enrolled) - 1), min(a.impostors, len(enrolled) - 1))]
-            retake = retake_photo(people[n], probe, a.probes)
+            retake = retake_photo(people[n], probe, a.probes, k)
             rc, r = ask("verify", probe, "--subject", n)
             if r.get("threshold") is not None and (r.get("light_profile") or "day") == "day" \
                     and detected(r) == "OK":
@@ -220,6 +238,7 @@ def main():
             counts["strangers"] += 1
             counts["strangers_unknown"] += r.get("subject") is None and rc == 1
     res = {
+        "people_from": str(base) if a.folder else "LFW DevTest (pairs_devtest.tsv)", "enroll_photos": k,
         "enrolled_people": len(enrolled), "enroll": {k: summary[k] for k in ("accepted", "already_enrolled")}
         | {"rejected": len(summary["rejected"]), "candidates": len(candidates), "deleted_extras": len(extras),
            "rejected_reasons": sorted({r["reason"] for r in summary["rejected"]})},

@@ -2,10 +2,25 @@
 
 One photo -> one usable face, or a reason why not. Reasons are data, not exceptions:
 the service turns them into REJECT answers, evaluation into a centre-crop fallback.
+
+Two geometries (`AlignConfig.geometry`), each the framing an encoder was trained on:
+- "arcface112": MTCNN's five points warped onto the ArcFace template, 112x112.
+- "dlib150": dlib's own chip, 150x150 (the framing of dlib's face ResNet and of the encoders
+  started from it). MTCNN finds the face; dlib's five-point shape model (eye corners and nose,
+  public domain, from `face_recognition_models`) places the landmarks, started from a box
+  derived from MTCNN's points; dlib's `get_face_chip` (padding 0.25) reads the chip straight
+  from the photo, through an image pyramid where it downscales (a low-pass) and black where
+  the chip reaches past the photo's edge, as dlib's training chips were made. A face smaller
+  than the chip is first enlarged (bicubic, by a whole factor) so that the chip is never made
+  by bilinear enlargement alone.
 """
 from __future__ import annotations
 
+import importlib.util
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,9 +36,36 @@ TEMPLATE_112 = np.array(
 )
 
 
+GEOMETRIES = {"arcface112": 112, "dlib150": 150}     # geometry -> its usual crop size
+
+# dlib150: the box dlib's shape model starts from, from MTCNN's five points: centre = their
+# centroid + BOX_OFFSET x their spread (root mean square distance from the centroid), side =
+# BOX_SIDE x the spread. Measured as the medians over 552 LFW DevTrain photos where dlib's
+# HOG detector (the boxes the shape model was trained on) found exactly one face (spread of
+# the ratios: 0.12, 0.15 and 0.29).
+BOX_OFFSET = (-0.187, -0.124)
+BOX_SIDE = 3.87
+CHIP_PADDING = 0.25
+MAX_ENLARGE = 4           # a small face is enlarged by at most this factor before its chip is taken
+
+
+def landmark_model_path() -> Path:
+    """dlib's five-point shape model: $FACEGATE_LANDMARKS, or the file in the installed
+    face_recognition_models package (found without importing it: its __init__ imports
+    pkg_resources)."""
+    if os.environ.get("FACEGATE_LANDMARKS"):
+        return Path(os.environ["FACEGATE_LANDMARKS"])
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("dlib's five-point landmark model is not installed: pip install face_recognition_models "
+                                "(or set FACEGATE_LANDMARKS to shape_predictor_5_face_landmarks.dat)")
+    return Path(spec.origin).parent / "models" / "shape_predictor_5_face_landmarks.dat"
+
+
 @dataclass(frozen=True)
 class AlignConfig:
     crop_size: int = 112
+    geometry: str = "arcface112"       # GEOMETRIES: the framing the encoder was trained on
     min_detect_px: int = 20            # MTCNN's smallest face searched for
     detect_max_side: int = 1280        # a larger photo is searched downscaled to this long side (then
                                        # aligned from the full photo): bounds the detector's time and memory
@@ -33,6 +75,14 @@ class AlignConfig:
     min_visible: float = 0.6           # ...counting only faces with this share of their box inside the photo
     pad_retry: float = 0.3             # no face found: pad each side by this share and try again (tight ID scans)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+    def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"unknown geometry {self.geometry!r}; known: {sorted(GEOMETRIES)}")
+
+    @staticmethod
+    def for_geometry(geometry: str = "arcface112", crop_size: int | None = None) -> "AlignConfig":
+        return AlignConfig(crop_size=crop_size or GEOMETRIES[geometry], geometry=geometry)
 
 
 @dataclass
@@ -112,8 +162,61 @@ def choose_face(boxes: np.ndarray, h: int, w: int) -> int:
     return int(np.argmax(_areas(clipped) * (1.0 - off)))
 
 
+def box_from_points(points: np.ndarray) -> tuple[float, float, float]:
+    """The box dlib's shape model starts from, from MTCNN's five points: (centre x, centre y, side)."""
+    c = points.mean(0)
+    spread = float(np.sqrt(((points - c) ** 2).sum(1).mean()))
+    return c[0] + BOX_OFFSET[0] * spread, c[1] + BOX_OFFSET[1] * spread, BOX_SIDE * spread
+
+
+class DlibChips:
+    """dlib's 150x150 chip of a face, from a box around it (the "dlib150" geometry)."""
+
+    def __init__(self, size: int = 150):
+        import dlib  # dlib-bin: its shape model and chip extraction
+
+        self.dlib = dlib
+        self.size = size
+        self.shape_model = dlib.shape_predictor(str(landmark_model_path()))
+
+    def _shape(self, img: np.ndarray, cx: float, cy: float, side: float):
+        h = side / 2
+        rect = self.dlib.rectangle(int(round(cx - h)), int(round(cy - h)), int(round(cx + h)), int(round(cy + h)))
+        return self.shape_model(img, rect)
+
+    def chip(self, img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+        """The chip of the face in the box (centre, side) of an RGB uint8 photo. Only the region
+        the chip can reach (4 box sides square) is handed to dlib, which builds its pyramid
+        over the whole image it is given; outside the photo stays black either way."""
+        H, W = img.shape[:2]
+        r = 2 * side
+        x0, y0 = max(0, int(cx - r)), max(0, int(cy - r))
+        x1, y1 = min(W, int(math.ceil(cx + r)) + 1), min(H, int(math.ceil(cy + r)) + 1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return np.zeros((self.size, self.size, 3), np.uint8)
+        region = np.ascontiguousarray(img[y0:y1, x0:x1])
+        cx, cy = cx - x0, cy - y0
+        shape = self._shape(region, cx, cy, side)
+        source = self.dlib.get_face_chip_details(shape, size=self.size, padding=CHIP_PADDING).rect.width()
+        k = min(MAX_ENLARGE, int(math.ceil(self.size / max(source, 1.0))))
+        if k > 1:     # enlarge a small face (bicubic) so that dlib downscales to the chip, never enlarges
+            region = cv2.resize(region, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+            shape = self._shape(region, (cx + 0.5) * k - 0.5, (cy + 0.5) * k - 0.5, side * k)
+        return np.asarray(self.dlib.get_face_chip(region, shape, size=self.size, padding=CHIP_PADDING))
+
+    def from_points(self, img: np.ndarray, points: np.ndarray) -> np.ndarray:
+        return self.chip(img, *box_from_points(points))
+
+    def centre(self, img: np.ndarray, share: float = CENTRE_SHARE) -> np.ndarray:
+        """The evaluation fallback in this geometry: the shape model run on the central square
+        (CONTRACT.md's centre crop, as the face_recognition library falls back to a box)."""
+        h, w = img.shape[:2]
+        side = max(1, int(round(min(h, w) * share)))
+        return self.chip(img, w / 2, h / 2, side)
+
+
 class FaceAligner:
-    """MTCNN on one photo; picks the largest, most central face and aligns it to the template."""
+    """MTCNN on one photo; picks the largest, most central face and aligns it to the geometry."""
 
     def __init__(self, config: AlignConfig = AlignConfig(), device: str | torch.device = "cpu"):
         from facenet_pytorch import MTCNN  # heavy import, kept out of module import time
@@ -123,6 +226,19 @@ class FaceAligner:
             keep_all=True, min_face_size=config.min_detect_px, thresholds=list(config.thresholds),
             post_process=False, device=device,
         )
+        self.chips = DlibChips(config.crop_size) if config.geometry == "dlib150" else None
+
+    def crop(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The aligned crop of the face with these (MTCNN's) five points, in this geometry."""
+        if self.chips is not None:
+            return self.chips.from_points(img, landmarks)
+        return warp_to_template(img, landmarks, self.config.crop_size)
+
+    def fallback_crop(self, img: np.ndarray) -> np.ndarray:
+        """CONTRACT.md's evaluation fallback for a photo with no face found, in this geometry."""
+        if self.chips is not None:
+            return self.chips.centre(img)
+        return centre_crop(img, self.config.crop_size)
 
     def _detect(self, img: np.ndarray):
         if min(img.shape[:2]) < self.config.min_detect_px:      # too small for MTCNN's pyramid: no face
@@ -176,7 +292,7 @@ class FaceAligner:
         result = FaceAlignment(
             None, box=boxes[i], landmarks=points[i], prob=float(probs[i]), faces=len(boxes),
         )
-        result.crop = warp_to_template(img, points[i], cfg.crop_size)
+        result.crop = self.crop(img, points[i])
         # A competing face is judged by what the photo shows of it: a face cut off by the frame's
         # edge (a passer-by at the border of a cropped photo) is not a second person at the door.
         rivals = [j for j in range(len(boxes)) if j != i and visible[j] >= cfg.min_visible * areas[j]

@@ -128,7 +128,8 @@ class ChipResNet(nn.Module):
 
     The chip: a fixed similarity transform of the crop (`chip_from_crop112`, given for 112x112
     crops and 150x150 chips, scaled to the input and `chip_size`), bilinear, border pixels
-    repeated. Then a 7x7/2 convolution without padding, ReLU, a 3x3/2 max pool, and residual
+    repeated; with `chip_from_crop112=None` the input is the chip itself (align.py's "dlib150"
+    geometry, which reads it straight from the photo). Then a 7x7/2 convolution without padding, ReLU, a 3x3/2 max pool, and residual
     stages of two 3x3 convolutions per block; the first block of a downsampling stage has stride
     2 (no padding) and its shortcut is a 2x2 average pool. dlib's residual sum of maps of
     different sizes is kept: the smaller is zero-padded at the bottom/right and in channels.
@@ -139,7 +140,8 @@ class ChipResNet(nn.Module):
                  stages=DLIB_STAGES, stem_width: int = 32):
         super().__init__()
         self.chip_size = int(chip_size)
-        self.chip_from_crop112 = np.asarray(chip_from_crop112, dtype=np.float64).reshape(2, 3)
+        self.chip_from_crop112 = (None if chip_from_crop112 is None
+                                  else np.asarray(chip_from_crop112, dtype=np.float64).reshape(2, 3))
         self.stages = tuple(tuple(s) for s in stages)
         convs, cin = [nn.Conv2d(3, stem_width, 7, stride=2)], stem_width
         for c, blocks, down in self.stages:
@@ -154,6 +156,11 @@ class ChipResNet(nn.Module):
     def out_size(self, input_size: int) -> int:
         return 1     # the head pools the map (EncoderConfig.head = "pool")
 
+    @property
+    def reads_chip(self) -> bool:
+        """The input is dlib's chip itself (the "dlib150" geometry): no resampling."""
+        return self.chip_from_crop112 is None
+
     def theta(self, crop_size: int) -> torch.Tensor:
         """affine_grid's theta that samples the chip out of a crop_size x crop_size input."""
         if crop_size not in self._thetas:
@@ -161,6 +168,10 @@ class ChipResNet(nn.Module):
         return self._thetas[crop_size]
 
     def chips(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reads_chip:
+            if x.shape[-1] != self.chip_size:
+                raise ValueError(f"this backbone reads {self.chip_size} px chips, not {x.shape[-1]} px crops")
+            return x
         theta = self.theta(x.shape[-1]).to(x.device, x.dtype).expand(len(x), 2, 3)
         grid = F.affine_grid(theta, [len(x), x.shape[1], self.chip_size, self.chip_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

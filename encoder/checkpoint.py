@@ -37,10 +37,25 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def preprocessing_info(config: EncoderConfig, align: AlignConfig = AlignConfig()) -> dict:
+ALIGNMENT = {
+    "arcface112": "5-point similarity transform to the ArcFace template, {n}x{n}",
+    "dlib150": "dlib's 5-point shape model on MTCNN's face, dlib's chip (padding 0.25), {n}x{n}",
+}
+
+
+def align_config_for(config: EncoderConfig) -> AlignConfig:
+    """The geometry an encoder reads: dlib's chip for a chip_resnet that takes the chip itself
+    (`chip_from_crop112: null`), the ArcFace crop for every other."""
+    reads_chip = config.backbone == "chip_resnet" and config.backbone_args.get("chip_from_crop112", 0) is None
+    return AlignConfig.for_geometry("dlib150" if reads_chip else "arcface112")
+
+
+def preprocessing_info(config: EncoderConfig, align: AlignConfig | None = None) -> dict:
+    align = align or align_config_for(config)
     return {
         "detector": "facenet-pytorch MTCNN",
-        "alignment": f"5-point similarity transform to the ArcFace template, {align.crop_size}x{align.crop_size}",
+        "geometry": align.geometry,
+        "alignment": ALIGNMENT[align.geometry].format(n=align.crop_size),
         "crop_size": align.crop_size,
         "input_size": config.input_size,
         "resize": "bilinear, antialiased",

@@ -169,13 +169,16 @@ class InLoopTeacher:
     in facegate's crop geometry) as L2-normalised, optionally centred descriptors."""
 
     def __init__(self, dat: str | Path | None = None, crop_size: int = 112, bf16: bool = False,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", reads_chip: bool = False):
         self.net = DlibResNet.from_dat(dat or default_dat()).to(device)
-        self.theta = crop_to_chip_theta(crop_size).to(device)
+        # reads_chip: the crops are dlib's chips already (align.py's "dlib150" geometry)
+        self.theta = None if reads_chip else crop_to_chip_theta(crop_size).to(device)
         self.bf16 = bf16
         self.center: torch.Tensor | None = None
 
     def chips(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.theta is None:
+            return pixels
         grid = F.affine_grid(self.theta.expand(len(pixels), 2, 3), [len(pixels), 3, CHIP_SIZE, CHIP_SIZE],
                              align_corners=False)
         return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import AlignConfig, FaceAligner, FaceAlignment, centre_crop
+from .align import AlignConfig, FaceAligner, FaceAlignment
 from .checkpoint import load_checkpoint
 from .face_encoder import FaceEncoder, preprocess
 from .precision import runtime_bf16
@@ -33,8 +33,9 @@ class Embedder:
         self.meta = meta
         self.version: str = meta.get("version", "unversioned")
         self.device = torch.device(device)
-        crop = meta.get("preprocessing", {}).get("crop_size", 112)
-        self.aligner = aligner or FaceAligner(AlignConfig(crop_size=crop), device=device)
+        prep = meta.get("preprocessing", {})
+        self.aligner = aligner or FaceAligner(
+            AlignConfig(crop_size=prep.get("crop_size", 112), geometry=prep.get("geometry", "arcface112")), device=device)
         # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)
         self.flip = bool(meta.get("preprocessing", {}).get("flip_average", False))
         # bfloat16 autocast where the checkpoint was calibrated so (it was trained under the same
@@ -142,7 +143,7 @@ class Embedder:
         """CONTRACT.md's evaluation rule: the chosen face, or a centre crop when none is found.
         Returns (crop, face_found)."""
         a = self.aligner.align(img)
-        crop = a.crop if a.crop is not None else centre_crop(img, self.aligner.config.crop_size)
+        crop = a.crop if a.crop is not None else self.aligner.fallback_crop(img)
         return crop, a.crop is not None
 
     def embed_for_evaluation(self, img: np.ndarray) -> tuple[np.ndarray, bool]:

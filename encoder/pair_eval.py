@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .align import centre_crop
 from .embedder import Embedder
 from .images import decode_image
 from .pair_metrics import pair_report, roc, threshold_at_far
@@ -67,7 +66,7 @@ def embed_photos(embedder: Embedder, root: str | Path, paths: list[str], threads
             t1 = time.perf_counter()
             if a.crop is None:
                 no_face += 1
-                crop = centre_crop(img, embedder.aligner.config.crop_size)
+                crop = embedder.aligner.fallback_crop(img)
             else:
                 crop = a.crop
             t2 = time.perf_counter()
@@ -99,6 +98,9 @@ def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) ->
         "sec_per_image": round(emb.sec_per_detect + emb.sec_per_embed, 5),
         "encoder_version": embedder.version,
     })
+    shipped = thresholds_on_pairs(embedder.meta, dist, pairs.same)
+    if shipped:
+        report["at_encoder_thresholds"] = shipped
     if plot:
         from .pair_metrics import plot_roc
 
@@ -106,6 +108,26 @@ def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) ->
         plot_roc({f"facegate {embedder.version}": (far, tar)}, plot, title=f"ROC on {Path(pairs_path).name}")
         report["plot"] = str(plot)
     return report
+
+
+def thresholds_on_pairs(meta: dict, dist: np.ndarray, same: np.ndarray) -> dict:
+    """What the encoder's own calibrated thresholds (Verify's, Identify's) do on these pairs: the
+    FAR on their impostor pairs and the FRR on their genuine ones, beside the FAR each was
+    calibrated for (do thresholds set on one population hold on another?)."""
+    out = {}
+    for kind, key in (("verify", "threshold"), ("identify", "identify_threshold")):
+        t = meta.get(key)
+        if t is None:
+            continue
+        info = meta.get(f"{key}_info") or {}
+        imp, gen = dist[~same], dist[same]
+        out[kind] = {"threshold": t, "target_far": info.get("target_far"), "calibrated_on": info.get("pair_list"),
+                     "far": round(float((imp <= t).mean()), 6) if len(imp) else None,
+                     "false_accepts": int((imp <= t).sum()), "impostor_pairs": int(len(imp)),
+                     "frr": round(float((gen > t).mean()), 4) if len(gen) else None}
+        if out[kind]["target_far"] and out[kind]["far"] is not None:
+            out[kind]["far_over_target"] = round(out[kind]["far"] / out[kind]["target_far"], 2)
+    return out
 
 
 def calibrate(embedder: Embedder, pairs_path, root, target_far: float) -> dict:

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import AugmentConfig, augment, augment_pixels
+from .augment import AugmentConfig, augment, augment_pixels, degrade_pixels
 from .block_refit import fit_linear
-from .checkpoint import atomic_torch_save
+from .checkpoint import align_config_for, atomic_torch_save
 from .crop_cache import CropCache
 from .distributed import DistInfo, all_gather_with_grad, convert_batchnorm, init_distributed, shard
 from .face_encoder import EncoderConfig, FaceEncoder, pixels_to_input, preprocess
@@ -83,6 +83,9 @@ class TrainConfig:
     # convolution's are ~0.03, so a student taught dlib's blocks needs its biases to move faster
     blockwise_inputs: str = "teacher"  # "student": each block fed the student's own map instead (one
     # end-to-end pass with a hint at every block, FitNets-style), whose embedding the other losses use
+    teacher_view: str = "same"    # with teacher_in_loop: "same", the teacher embeds the student's view; "clean",
+    # the view before its degradations (augment.degrade_pixels: tight photo, low resolution, low
+    # light, noise), so that the student learns to give a degraded photo its clean embedding
     refit_head: int = 0           # with teacher_in_loop and a pool head: before a run's first step (not on
     # resume), set the head by least squares on this many training photos and their mirror images
     # (fit_pool_head); evaluated before and after
@@ -96,6 +99,12 @@ class TrainConfig:
                              "the teacher's own topology, block for block")
         if self.refit_head and not (self.teacher_in_loop and self.encoder.head == "pool"):
             raise ValueError("refit_head needs teacher_in_loop and a pool head: a linear map of the pooled features")
+        if self.teacher_view not in ("same", "clean"):
+            raise ValueError(f"teacher_view is 'same' or 'clean', not {self.teacher_view!r}")
+        if self.teacher_view == "clean" and not self.teacher_in_loop:
+            raise ValueError("teacher_view 'clean' needs teacher_in_loop: the cache holds one embedding per photo")
+        if self.teacher_view == "clean" and (self.mixup or self.w_blockwise):
+            raise ValueError("teacher_view 'clean' is for end-to-end distillation: no mixup, no w_blockwise")
         if self.blockwise_inputs not in ("teacher", "student"):
             raise ValueError(f"blockwise_inputs is 'teacher' or 'student', not {self.blockwise_inputs!r}")
 
@@ -366,7 +375,11 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
     if in_loop is not None:
         # one augmented view at the crop's own resolution: the teacher embeds it (as dlib's chip),
         # the student sees it resized to its input
-        pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen)   # the generator is the CPU's
+        clean = cfg.teacher_view == "clean"
+        pixels = augment_pixels(crops, crops.shape[1], cfg.augment, gen, degrade=not clean)   # the generator is the CPU's
+        view = pixels.to(device) if clean else None      # what the teacher embeds: the clean view
+        if clean:
+            pixels = degrade_pixels(pixels, cfg.augment, gen)
         if cfg.mixup:
             pixels, mixed = mix_extra(pixels, len(local_rows) - len(shard(np.arange(cfg.extra), dist_info)),
                                       cfg.mixup, gen)
@@ -376,7 +389,7 @@ def train_step(model, optimizer, scaler, data: TrainData, rows: tuple[np.ndarray
             maps, descriptors = in_loop.activations(pixels)
             teacher = all_gather_with_grad(in_loop.embed(descriptors))
         else:
-            teacher = all_gather_with_grad(in_loop(pixels))
+            teacher = all_gather_with_grad(in_loop(pixels if view is None else view))
         x = pixels_to_input(pixels, cfg.encoder.input_size)
     else:
         x = augment(crops, cfg.encoder.input_size, cfg.augment, gen)
@@ -449,7 +462,7 @@ def create_in_loop_teacher(cfg: TrainConfig, data: TrainData, device, n_center: 
     from .dlib_resnet import InLoopTeacher
 
     teacher = InLoopTeacher(crop_size=data.crops.shape[1], bf16=autocast_dtype(cfg, device) is torch.bfloat16,
-                            device=device)
+                            device=device, reads_chip=align_config_for(cfg.encoder).geometry == "dlib150")
     if cfg.center_teacher:
         rows = np.random.default_rng([cfg.seed, 2]).permutation(data.train_idx)[:n_center]
         pixels = data.crops[torch.from_numpy(np.sort(rows))].permute(0, 3, 1, 2).float().to(device)

@@ -43,8 +43,7 @@ class _DataAction(argparse.Action):
 
 # ---------------------------------------------------------------------------------------- train
 def cmd_train(a) -> int:
-    from encoder.align import AlignConfig
-    from encoder.checkpoint import save_checkpoint
+    from encoder.checkpoint import align_config_for, save_checkpoint
     from encoder.crop_cache import CropCache, build_cache, wait_for_cache
     from encoder.face_folders import list_person_folders, list_unlabelled, read_people_list
     from encoder.train import TrainConfig, run_training
@@ -70,10 +69,11 @@ def cmd_train(a) -> int:
     print(f"{len(photos)} photos from {len(a.data)} labelled and {len(a.unlabelled or [])} unlabelled folders",
           file=sys.stderr)
     rank = int(os.environ.get("RANK", "0"))   # under torchrun: rank 0 builds the cache, the others wait for it
+    align = align_config_for(cfg.encoder)      # the crops in the geometry the encoder reads
     if rank == 0:
-        cache_dir = build_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher, workers=a.workers)
+        cache_dir = build_cache(photos, a.cache_dir, align, teacher=a.teacher, workers=a.workers)
     else:
-        cache_dir = wait_for_cache(photos, a.cache_dir, AlignConfig(), teacher=a.teacher)
+        cache_dir = wait_for_cache(photos, a.cache_dir, align, teacher=a.teacher)
     cache = CropCache(cache_dir)
     init_version = None
     if cfg.init_from:      # read now: the file may be replaced (a release) while the training runs
@@ -183,12 +183,21 @@ def cmd_compare(a) -> int:
         raise CliError("INVALID_ARGUMENT", "compare needs two or more photos")
     emb = _embedder(a)
     threshold = a.threshold if a.threshold is not None else emb.default_threshold
-    vecs, reasons = {}, {}
-    for p in a.photos:
+    crops_dir = Path(a.save_crops) if a.save_crops else None
+    if crops_dir:
+        crops_dir.mkdir(parents=True, exist_ok=True)
+    vecs, reasons, saved = {}, {}, []
+    for n, p in enumerate(a.photos):
         try:
             e = emb.embed(decode_image(p))
         except (ImageError, OSError) as err:
             raise CliError("INVALID_ARGUMENT", f"{p}: {err}") from None
+        if crops_dir and e.alignment.crop is not None:     # what the network sees, as it sees it
+            import cv2
+
+            out_png = crops_dir / f"{n:03d}_{Path(p).stem}.png"
+            cv2.imwrite(str(out_png), cv2.cvtColor(e.alignment.crop, cv2.COLOR_RGB2BGR))
+            saved.append(str(out_png))
         row = {"path": p, "outcome": e.alignment.outcome, "detail": e.alignment.detail}
         if e.vector is not None:
             vecs[p] = e.vector
@@ -205,6 +214,8 @@ def cmd_compare(a) -> int:
     out = {"encoder_version": emb.version, "threshold": threshold, "faces": len(vecs),
            "rejected": [{"path": p, "reason": reasons[p]} for p in a.photos if p not in vecs],
            "pairs": pairs}
+    if crops_dir:
+        out["crops"] = saved
     if a.json:
         print(json.dumps(out))
     else:
@@ -544,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("compare", help="embed photos and print the distance of every pair")
     m.add_argument("photos", nargs="+")
     m.add_argument("--threshold", type=float, help="(default: the checkpoint's calibrated threshold)")
+    m.add_argument("--save-crops", metavar="DIR", help="write each photo's aligned face, as the encoder sees it, "
+                   "to DIR as NNN_<photo>.png")
     common(m)
     m.set_defaults(func=cmd_compare)
     return ap

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from encoder.checkpoint import DEFAULT_CHECKPOINT
@@ -91,6 +92,24 @@ def test_compare_tells_the_same_person_from_another(lfw):
     assert out[0]["pairs"][0]["same"] is True
     rc, out, _ = run("compare", same[0], img / "Reese_Witherspoon/Reese_Witherspoon_0003.jpg", "--json")
     assert rc == 1 and out[0]["pairs"][0]["same"] is False
+
+
+@pytest.mark.slow
+def test_compare_saves_what_the_network_sees(lfw, tmp_path):
+    """--save-crops DIR: each photo's aligned face as the encoder reads it, in its geometry's size."""
+    import cv2
+    from encoder.checkpoint import read_meta
+
+    img = lfw / "images"
+    photos = [img / "Abdullah_Gul/Abdullah_Gul_0013.jpg", img / "Reese_Witherspoon/Reese_Witherspoon_0003.jpg"]
+    rc, out, err = run("compare", *photos, "--save-crops", tmp_path / "crops", "--json")
+    assert rc in (0, 1), err
+    saved = out[0]["crops"]
+    assert [Path(p).name for p in saved] == ["000_Abdullah_Gul_0013.png", "001_Reese_Witherspoon_0003.png"]
+    size = read_meta(DEFAULT_CHECKPOINT)["preprocessing"]["crop_size"]
+    crops = [cv2.imread(p) for p in saved]
+    assert all(c.shape == (size, size, 3) for c in crops)
+    assert float(np.abs(crops[0].astype(int) - crops[1]).mean()) > 10    # two faces, not one picture twice
 
 
 @pytest.mark.slow
