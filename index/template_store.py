@@ -181,6 +181,16 @@ class TemplateStore:
         t = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
         return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1)
 
+    def vectors(self, encoder_version: str) -> tuple[list[str], np.ndarray]:
+        """Every template of this encoder version, in the order they were enrolled: the subject of
+        each (one per row) and the vectors (n x dim), read from the rows in one statement."""
+        with self._lock:
+            rows = self._db.execute("SELECT subject, vector FROM templates WHERE encoder_version = ? ORDER BY id",
+                                    (encoder_version,)).fetchall()
+        if not rows:
+            return [], np.zeros((0, self.dim), np.float32)
+        return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
     def search(self, vector: np.ndarray, k: int, encoder_version: str) -> list[Neighbour]:
         with self._lock:
             dist, ids = self.index.search(np.asarray(vector, np.float32).reshape(1, -1), k, tag=encoder_version)

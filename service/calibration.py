@@ -19,6 +19,11 @@ day/night classifier, MTCNN, the encoder.
   face models' answer is not worth having, and the kiosk asks for a retake instead.
 - The night thresholds (Verify's and Identify's): calibrated like the day ones, at the site's
   target FARs, on the probes the classifier calls "night" and that are not TOO_DARK.
+
+A site's own population (calibrate_enrolled): thresholds calibrated on LFW do not hold where
+impostors are closer to one another (one demographic group). The site's enrolled templates are
+its labelled pairs for free: any two subjects' templates are an impostor pair. The day threshold
+at the target FAR on them, never looser than the one the site already has.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from encoder.pair_eval import PairList, calibrate
 from encoder.pair_metrics import threshold_at_far
 from gates.daynight import DayNightGate, darken, light_level
 
+from .errors import FailedPrecondition, InvalidArgument
 from .thresholds import ThresholdStore
 
 STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -264,3 +270,120 @@ def write_to_release(res: dict, release: str | Path) -> str:
     if res["kind"] == "identify":
         return record_in_checkpoint(release, identify_threshold=res["threshold"], identify_threshold_info=res)
     return record_in_checkpoint(release, threshold=res["threshold"], threshold_info=res)
+
+
+# ------------------------------------------------------------------------------ the site's own people
+TIE = 1e-9      # distances closer than this are one distance (two pairs of ID photos at equal angles)
+
+
+def _admitted(impostor_pairs: int, target_far: float) -> int:
+    """The most impostor pairs a threshold may accept: the largest k with k / pairs <= F (the FAR
+    as encoder.pair_metrics.roc computes it, so the two rules agree at the boundary)."""
+    k = int(target_far * impostor_pairs)
+    while k < impostor_pairs and (k + 1) / impostor_pairs <= target_far:
+        k += 1
+    while k > 0 and k / impostor_pairs > target_far:
+        k -= 1
+    return k
+
+
+def _smallest_impostor_distances(x: np.ndarray, codes: np.ndarray, m: int, block_elems: int) -> np.ndarray:
+    """The m smallest distances between templates of two different subjects, ascending. A block of
+    rows at a time against the rows after them (each pair once), keeping only the m best: memory
+    stays ~block_elems whatever the number of templates."""
+    n = len(x)
+    sq = np.einsum("ij,ij->i", x, x)
+    rows = max(1, block_elems // max(n, 1))
+    kept = np.zeros(0)
+    for s in range(0, n - 1, rows):
+        e = min(s + rows, n - 1)
+        d2 = sq[s:e, None] + sq[None, s + 1:] - 2.0 * (x[s:e] @ x[s + 1:].T)     # columns: rows s+1 .. n-1
+        later = np.arange(s + 1, n)[None, :] > np.arange(s, e)[:, None]
+        impostor = later & (codes[s:e, None] != codes[None, s + 1:])
+        kept = np.concatenate([kept, np.sqrt(np.maximum(d2[impostor], 0.0))])
+        if kept.size > m:
+            kept = np.partition(kept, m - 1)[:m]
+    return np.sort(kept)
+
+
+def _genuine_distances(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Distances between templates of one subject, every such pair once (a subject has a few)."""
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    out = [np.linalg.norm(x[g][:, None] - x[g][None], axis=-1)[np.triu_indices(len(g), 1)]
+           for g in groups if len(g) > 1]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current: float | None = None,
+                       block_elems: int = 1 << 22) -> dict:
+    """A day threshold at the target FAR for a site's own population, from its enrolled templates,
+    with no labelled pairs: every pair of templates of two different subjects is an impostor pair
+    (ID photo against ID photo), every pair of templates of one subject a genuine pair.
+
+    The threshold follows encoder.pair_metrics.threshold_at_far on the impostor pairs (midway
+    between the last impostor distance admitted and the next one), rounded down to 4 decimals.
+    It never loosens `current`, the site's threshold in force: the result is the smaller of the
+    two, and `chosen` says which ("enrolled" or "previous"). FAR and TAR are the result's on the
+    enrolled pairs (TAR None without genuine pairs). Refused: a target outside (0, 1) or finer than
+    the impostor pairs resolve (F x pairs < 1) (InvalidArgument), fewer than 2 subjects
+    (FailedPrecondition)."""
+    x = np.asarray(vectors, np.float64)
+    subjects = list(subjects)
+    if x.ndim != 2 or len(x) != len(subjects):
+        raise InvalidArgument(f"{len(subjects)} subject ids for vectors of shape {x.shape}: one id per row expected")
+    if not 0 < target_far < 1:
+        raise InvalidArgument(f"the target FAR must lie in (0, 1), got {target_far}")
+    names, codes = np.unique(np.asarray(subjects, dtype=object).astype(str), return_inverse=True)
+    if len(names) < 2:
+        raise FailedPrecondition(f"{len(names)} enrolled subject(s) of this encoder: impostor pairs need at least "
+                                 f"2 subjects; enroll the site's people first")
+    counts = np.bincount(codes)
+    impostor_pairs = len(x) * (len(x) - 1) // 2 - int((counts * (counts - 1) // 2).sum())
+    if target_far * impostor_pairs < 1:
+        raise InvalidArgument(f"{impostor_pairs} impostor pairs ({len(names)} subjects) cannot resolve a FAR of "
+                              f"{target_far:g}: it needs at least {int(np.ceil(1 / target_far))} pairs; choose "
+                              f"--target-far >= {1 / impostor_pairs:.3g} or enroll more subjects")
+    k = _admitted(impostor_pairs, target_far)
+    low = _smallest_impostor_distances(x, codes, k + 1, block_elems)     # k < pairs: low[k] is refused
+    below = low[:k][low[:k] < low[k] - TIE]         # a tie with the refused pair is refused with it
+    t = (below[-1] + low[k]) / 2 if below.size else low[0] - 1e-6
+    enrolled = float(np.floor(t * 1e4) / 1e4)
+    if enrolled <= 0:
+        raise FailedPrecondition(f"more than a FAR of {target_far:g} of the impostor pairs are at distance "
+                                 f"{low[k]:.4g}: the same photo is enrolled under several subjects")
+    chosen = "enrolled" if current is None or enrolled <= current else "previous"
+    threshold = enrolled if chosen == "enrolled" else float(current)
+    genuine = _genuine_distances(x, codes)
+    return {
+        "threshold": threshold, "enrolled_threshold": enrolled, "previous_threshold": current, "chosen": chosen,
+        "far_on_enrolled": float((low <= threshold).sum() / impostor_pairs),   # every accepted impostor is in low
+        "tar_on_enrolled": round(float((genuine <= threshold).mean()), 4) if genuine.size else None,
+        "target_far": target_far, "impostor_pairs": impostor_pairs, "genuine_pairs": int(genuine.size),
+        "subjects": len(names), "templates": len(x),
+    }
+
+
+def threshold_in_force(store: ThresholdStore, site: str, kind: str, encoder_version: str,
+                       encoder_meta: dict) -> tuple[float | None, str | None]:
+    """The day threshold a site's doors use now, as the server looks it up (service/pipeline.py):
+    the site's own for this encoder -> (value, "site"), else the encoder checkpoint's ->
+    (value, "encoder"), else (None, None). An entry calibrated for another encoder is in another
+    unit and is not in force (the server refuses it): the encoder's stands in for it."""
+    entry = store.entry(site, "day", kind)
+    if entry is not None and entry["encoder_version"] == encoder_version:
+        return float(entry["threshold"]), "site"
+    t = encoder_meta.get({"verify": "threshold", "identify": "identify_threshold"}[kind])
+    return (float(t), "encoder") if t is not None else (None, None)
+
+
+def write_enrolled(res: dict, data_dir: str | Path) -> Path:
+    """calibrate_enrolled's result (with site, kind and encoder_version) into the data folder's
+    thresholds store, as the site's day threshold of that kind."""
+    store = ThresholdStore(data_dir)
+    store.put(res["site"], "day", res["threshold"], res["encoder_version"], kind=res["kind"],
+              far=res["far_on_enrolled"], tar=res["tar_on_enrolled"], target_far=res["target_far"],
+              impostor_pairs=res["impostor_pairs"], genuine_pairs=res["genuine_pairs"], subjects=res["subjects"],
+              source="enrolled", chosen=res["chosen"], enrolled_threshold=res["enrolled_threshold"],
+              previous_threshold=res["previous_threshold"])
+    return store.path

@@ -174,6 +174,60 @@ def cmd_calibrate(a) -> int:
     return 0
 
 
+def cmd_calibrate_enrolled(a) -> int:
+    """A site's day threshold at a target FAR on its own people: the impostor pairs of the data
+    folder's enrolled templates, for the encoder in use; never looser than the site's threshold in
+    force (service/calibration.py: calibrate_enrolled)."""
+    from encoder.checkpoint import CheckpointError, read_meta
+    from index.template_store import StoreError, TemplateStore
+
+    from .calibration import calibrate_enrolled, threshold_in_force, write_enrolled
+    from .errors import FacegateError
+    from .index_layout import current_index_dir
+    from .thresholds import ThresholdError, ThresholdStore
+
+    if not 0 < a.target_far < 1:
+        raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
+    data = Path(a.data_dir)
+    if not data.is_dir():
+        raise CliError("INVALID_ARGUMENT", f"--data-dir {data} is not a folder")
+    try:   # the encoder's version and defaults only: no model is built
+        meta = read_meta(a.checkpoint)
+    except CheckpointError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    version = meta.get("version", "unversioned")
+    try:
+        store = TemplateStore(current_index_dir(data, create=False),
+                              dim=int(meta.get("config", {}).get("embedding_dim", 128)))
+    except FileNotFoundError as e:
+        raise CliError("FAILED_PRECONDITION", f"no enrolled templates to calibrate on ({e}): enroll the site's "
+                                              f"people first") from None
+    except StoreError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    try:
+        subjects, vectors = store.vectors(version)
+        others = sorted(store.encoder_versions() - {version})
+    finally:
+        store.close()
+    if not subjects and others:
+        raise CliError("FAILED_PRECONDITION", f"the templates of {data} were made by encoder {', '.join(others)}, "
+                                              f"not {version}: calibrate with that --checkpoint, or reindex the "
+                                              f"photo source with this one first")
+    try:
+        thresholds = ThresholdStore(data)
+        previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta)
+        res = calibrate_enrolled(vectors, subjects, a.target_far, previous)
+        res = {"site": a.site, "kind": a.kind, "profile": "day", **res, "previous_source": source,
+               "encoder_version": version}
+        res["written_to"] = str(write_enrolled(res, data))
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    except ThresholdError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    _emit(res, a.json)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- compare
 def cmd_compare(a) -> int:
     """The shipped model at work: embeds each photo and prints the distance of every pair."""
@@ -469,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default ~/.cache/facegate/night)")
     common(c)
     c.set_defaults(func=cmd_calibrate)
+
+    ce = sub.add_parser("calibrate-enrolled", help="a site's threshold for a target false-accept rate among its "
+                                                   "own enrolled people (no labelled pairs needed)")
+    ce.add_argument("--site", required=True)
+    ce.add_argument("--target-far", type=float, required=True)
+    ce.add_argument("--kind", default="verify", choices=["verify", "identify"],
+                    help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
+    ce.add_argument("--data-dir", required=True,
+                    help="the server's data folder: its enrolled templates, and the thresholds store written")
+    common(ce)
+    ce.set_defaults(func=cmd_calibrate_enrolled)
 
     sv = sub.add_parser("serve", help="start the gRPC service")
     sv.add_argument("--config", help="a TOML settings file (see service/settings.py)")

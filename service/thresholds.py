@@ -62,6 +62,11 @@ class ThresholdStore:
         write_json_atomic(self.path, data)
         return entry
 
+    def entry(self, site: str, profile: str, kind: str = "verify") -> dict | None:
+        """The site's stored entry for this profile and kind as written (threshold, encoder
+        version, what it was calibrated on), whatever its encoder; None if it has none."""
+        return self._read().get(site, {}).get(self._key(profile, kind))
+
     def stale(self, encoder_version: str) -> list[str]:
         """The entries ("site/profile") calibrated for another encoder than this one."""
         return [f"{site}/{key}" for site, entries in sorted(self._read().items())
