@@ -118,6 +118,10 @@ def main():
     ap.add_argument("--site", default="")
     ap.add_argument("--site-policy", help="the site's policy as `facegate site SITE --json` printed it, recorded "
                                           "in the output")
+    ap.add_argument("--calibrate-enrolled", nargs=2, type=float, metavar=("F_VERIFY", "F_IDENTIFY"),
+                    help="after enrolling, set the site's Verify and Identify thresholds on its own enrolled "
+                         "people (facegate calibrate-enrolled, needs --data-dir): the site calibrated on its population")
+    ap.add_argument("--data-dir", help="the server's data folder (for --calibrate-enrolled)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--facegate", default=str(ROOT / ".venv/bin/facegate"))
     ap.add_argument("--out", default=str(ROOT / "bench/out/door"))
@@ -161,6 +165,16 @@ def main():
     finally:
         shutil.rmtree(gallery, ignore_errors=True)
     site = ["--site", a.site] if a.site else []
+    enrolled_calibration = []
+    if a.calibrate_enrolled:
+        if not (a.site and a.data_dir):
+            sys.exit("--calibrate-enrolled needs --site and --data-dir")
+        for kind, far in zip(("verify", "identify"), a.calibrate_enrolled):
+            rc, r = cli(a.facegate, "calibrate-enrolled", "--site", a.site, "--kind", kind, "--target-far", str(far),
+                        "--data-dir", a.data_dir)
+            if rc != 0:
+                sys.exit(f"calibrate-enrolled failed: {r}")
+            enrolled_calibration.append(r)
     counts = defaultdict(int)
     genuine_d, impostor_d = [], []
     false_rejects = []   # each owner turned away: which photo, why (a refusal has a reason, no distance)
@@ -250,6 +264,7 @@ def main():
         "verify_far_95ci": wilson(counts["false_accept"], counts["impostor"]),
         "probes_without_usable_face": counts["probe_no_usable_face"],
         "site_policy": json.loads(Path(a.site_policy).read_text()) if a.site_policy else None,
+        "site_calibrated_on_enrolled": enrolled_calibration or None,
         # claims on a photo of several faces of similar size decided on its central face
         "several_faces_judged": {k: counts[f"several_{k}"] for k in
                                    ("genuine", "genuine_accepted", "impostor", "impostor_accepted")},

@@ -9,6 +9,11 @@
 # Usage: scripts/door_run.sh [F] [F_ID] [CHECKPOINT]     (defaults: 0.05 1e-3 the shipped one)
 #        IMPOSTORS=5 scripts/door_run.sh ...   other people's cards claimed per probe (default 1)
 #        SEVERAL_FACES=central-face ...        the site's policy for a photo of several faces (default refuse)
+#        FOLDER=../shared/data/faces/shift/bollywood ENROLL_PHOTOS=5 ...   the door run on another
+#            folder-per-person set (half its people enrolled with ENROLL_PHOTOS ID photos each, the
+#            other half strangers); the site is still calibrated on LFW's pairs_calib.tsv
+#        CALIBRATE_ENROLLED=1 ...   after enrolling, the site's thresholds are set again on its own
+#            enrolled people at the same FARs (facegate calibrate-enrolled, never looser)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=${1:-0.05}
@@ -35,6 +40,10 @@ for _ in $(seq 120); do
   $FG status --server "127.0.0.1:$PORT" --json > /dev/null 2>&1 && break
   sleep 1
 done
+people=()
+[ -n "${FOLDER:-}" ] && people=(--folder "$FOLDER")
+[ "${CALIBRATE_ENROLLED:-0}" = 1 ] && people+=(--calibrate-enrolled "$F" "$F_ID" --data-dir "$DATA")
 .venv/bin/python bench/door_run.py --server "127.0.0.1:$PORT" --site door --impostors "${IMPOSTORS:-1}" \
-  --site-policy "$OUT/site.json" --out "$OUT/door" | tee "$OUT/door_run.json"
-.venv/bin/python bench/cluster_run.py --server "127.0.0.1:$PORT" | tee "$OUT/cluster_run.json"
+  --enroll-photos "${ENROLL_PHOTOS:-1}" "${people[@]}" --site-policy "$OUT/site.json" --out "$OUT/door" \
+  | tee "$OUT/door_run.json"
+[ -n "${FOLDER:-}" ] || .venv/bin/python bench/cluster_run.py --server "127.0.0.1:$PORT" | tee "$OUT/cluster_run.json"

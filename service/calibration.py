@@ -22,8 +22,8 @@ day/night classifier, MTCNN, the encoder.
 
 A site's own population (calibrate_enrolled): thresholds calibrated on LFW do not hold where
 impostors are closer to one another (one demographic group). The site's enrolled templates are
-its labelled pairs for free: any two subjects' templates are an impostor pair. The day threshold
-at the target FAR on them, never looser than the one the site already has.
+its labelled claims for free: any template claiming another subject is an impostor claim. The
+day threshold at the target FAR on them, never looser than the one the site already has.
 """
 from __future__ import annotations
 
@@ -276,57 +276,59 @@ def write_to_release(res: dict, release: str | Path) -> str:
 TIE = 1e-9      # distances closer than this are one distance (two pairs of ID photos at equal angles)
 
 
-def _admitted(impostor_pairs: int, target_far: float) -> int:
-    """The most impostor pairs a threshold may accept: the largest k with k / pairs <= F (the FAR
+def _admitted(claims: int, target_far: float) -> int:
+    """The most impostor claims a threshold may accept: the largest k with k / claims <= F (the FAR
     as encoder.pair_metrics.roc computes it, so the two rules agree at the boundary)."""
-    k = int(target_far * impostor_pairs)
-    while k < impostor_pairs and (k + 1) / impostor_pairs <= target_far:
+    k = int(target_far * claims)
+    while k < claims and (k + 1) / claims <= target_far:
         k += 1
-    while k > 0 and k / impostor_pairs > target_far:
+    while k > 0 and k / claims > target_far:
         k -= 1
     return k
 
 
-def _smallest_impostor_distances(x: np.ndarray, codes: np.ndarray, m: int, block_elems: int) -> np.ndarray:
-    """The m smallest distances between templates of two different subjects, ascending. A block of
-    rows at a time against the rows after them (each pair once), keeping only the m best: memory
-    stays ~block_elems whatever the number of templates."""
-    n = len(x)
-    sq = np.einsum("ij,ij->i", x, x)
-    rows = max(1, block_elems // max(n, 1))
-    kept = np.zeros(0)
-    for s in range(0, n - 1, rows):
-        e = min(s + rows, n - 1)
-        d2 = sq[s:e, None] + sq[None, s + 1:] - 2.0 * (x[s:e] @ x[s + 1:].T)     # columns: rows s+1 .. n-1
-        later = np.arange(s + 1, n)[None, :] > np.arange(s, e)[:, None]
-        impostor = later & (codes[s:e, None] != codes[None, s + 1:])
-        kept = np.concatenate([kept, np.sqrt(np.maximum(d2[impostor], 0.0))])
-        if kept.size > m:
-            kept = np.partition(kept, m - 1)[:m]
-    return np.sort(kept)
-
-
-def _genuine_distances(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Distances between templates of one subject, every such pair once (a subject has a few)."""
+def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int) -> tuple[np.ndarray, np.ndarray]:
+    """Verify's distances for the claims the enrolled templates can make, as Verify measures them
+    (service/pipeline.py: the nearest of the claimed subject's templates). Impostor claims: each
+    template claiming each other subject; genuine claims: each template of a subject with several
+    claiming its own subject, its own template left out. A block of rows at a time: memory stays
+    ~block_elems for the distances, plus the claims themselves."""
     order = np.argsort(codes, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
-    out = [np.linalg.norm(x[g][:, None] - x[g][None], axis=-1)[np.triu_indices(len(g), 1)]
-           for g in groups if len(g) > 1]
-    return np.concatenate(out) if out else np.zeros(0)
+    xs, cs = x[order], codes[order]
+    n, subjects = len(xs), int(cs.max()) + 1
+    starts = np.flatnonzero(np.r_[True, np.diff(cs) != 0])          # each subject's first column
+    sq = np.einsum("ij,ij->i", xs, xs)
+    rows = max(1, block_elems // max(n, 1))
+    impostor, genuine = [], []
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        d = np.sqrt(np.maximum(sq[s:e, None] + sq[None, :] - 2.0 * (xs[s:e] @ xs.T), 0.0))
+        d[np.arange(e - s), np.arange(s, e)] = np.inf                  # a template never claims itself
+        nearest = np.minimum.reduceat(d, starts, axis=1)               # rows x subjects
+        own = np.zeros_like(nearest, dtype=bool)
+        own[np.arange(e - s), cs[s:e]] = True
+        impostor.append(nearest[~own])
+        g = nearest[own]
+        genuine.append(g[np.isfinite(g)])
+    assert sum(len(i) for i in impostor) == n * (subjects - 1)
+    return np.concatenate(impostor), np.concatenate(genuine)
 
 
 def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current: float | None = None,
                        block_elems: int = 1 << 22) -> dict:
     """A day threshold at the target FAR for a site's own population, from its enrolled templates,
-    with no labelled pairs: every pair of templates of two different subjects is an impostor pair
-    (ID photo against ID photo), every pair of templates of one subject a genuine pair.
+    with no labelled pairs: each template claiming another enrolled subject is an impostor claim
+    (ID photo against ID photos), measured as Verify measures a claim: the distance to the nearest
+    of that subject's templates (with several templates a subject, an impostor's nearest one is
+    closer than a single pair would be, and the FAR is the claims'). Each template of a subject
+    with several, claiming its own subject (itself left out), is a genuine claim.
 
-    The threshold follows encoder.pair_metrics.threshold_at_far on the impostor pairs (midway
+    The threshold follows encoder.pair_metrics.threshold_at_far on the impostor claims (midway
     between the last impostor distance admitted and the next one), rounded down to 4 decimals.
     It never loosens `current`, the site's threshold in force: the result is the smaller of the
     two, and `chosen` says which ("enrolled" or "previous"). FAR and TAR are the result's on the
-    enrolled pairs (TAR None without genuine pairs). Refused: a target outside (0, 1) or finer than
-    the impostor pairs resolve (F x pairs < 1) (InvalidArgument), fewer than 2 subjects
+    enrolled claims (TAR None without genuine claims). Refused: a target outside (0, 1) or finer
+    than the impostor claims resolve (F x claims < 1) (InvalidArgument), fewer than 2 subjects
     (FailedPrecondition)."""
     x = np.asarray(vectors, np.float64)
     subjects = list(subjects)
@@ -336,30 +338,29 @@ def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current
         raise InvalidArgument(f"the target FAR must lie in (0, 1), got {target_far}")
     names, codes = np.unique(np.asarray(subjects, dtype=object).astype(str), return_inverse=True)
     if len(names) < 2:
-        raise FailedPrecondition(f"{len(names)} enrolled subject(s) of this encoder: impostor pairs need at least "
+        raise FailedPrecondition(f"{len(names)} enrolled subject(s) of this encoder: impostor claims need at least "
                                  f"2 subjects; enroll the site's people first")
-    counts = np.bincount(codes)
-    impostor_pairs = len(x) * (len(x) - 1) // 2 - int((counts * (counts - 1) // 2).sum())
-    if target_far * impostor_pairs < 1:
-        raise InvalidArgument(f"{impostor_pairs} impostor pairs ({len(names)} subjects) cannot resolve a FAR of "
-                              f"{target_far:g}: it needs at least {int(np.ceil(1 / target_far))} pairs; choose "
-                              f"--target-far >= {1 / impostor_pairs:.3g} or enroll more subjects")
-    k = _admitted(impostor_pairs, target_far)
-    low = _smallest_impostor_distances(x, codes, k + 1, block_elems)     # k < pairs: low[k] is refused
-    below = low[:k][low[:k] < low[k] - TIE]         # a tie with the refused pair is refused with it
+    claims = len(x) * (len(names) - 1)
+    if target_far * claims < 1:
+        raise InvalidArgument(f"{claims} impostor claims ({len(names)} subjects) cannot resolve a FAR of "
+                              f"{target_far:g}: it needs at least {int(np.ceil(1 / target_far))}; choose "
+                              f"--target-far >= {1 / claims:.3g} or enroll more subjects")
+    impostor, genuine = _claim_distances(x, codes, block_elems)
+    k = _admitted(claims, target_far)
+    low = np.sort(np.partition(impostor, k)[:k + 1]).astype(np.float64)    # k < claims: low[k] is refused
+    below = low[:k][low[:k] < low[k] - TIE]         # a tie with the refused claim is refused with it
     t = (below[-1] + low[k]) / 2 if below.size else low[0] - 1e-6
     enrolled = float(np.floor(t * 1e4) / 1e4)
     if enrolled <= 0:
-        raise FailedPrecondition(f"more than a FAR of {target_far:g} of the impostor pairs are at distance "
+        raise FailedPrecondition(f"more than a FAR of {target_far:g} of the impostor claims are at distance "
                                  f"{low[k]:.4g}: the same photo is enrolled under several subjects")
     chosen = "enrolled" if current is None or enrolled <= current else "previous"
     threshold = enrolled if chosen == "enrolled" else float(current)
-    genuine = _genuine_distances(x, codes)
     return {
         "threshold": threshold, "enrolled_threshold": enrolled, "previous_threshold": current, "chosen": chosen,
-        "far_on_enrolled": float((low <= threshold).sum() / impostor_pairs),   # every accepted impostor is in low
+        "far_on_enrolled": float((impostor <= threshold).sum() / claims),
         "tar_on_enrolled": round(float((genuine <= threshold).mean()), 4) if genuine.size else None,
-        "target_far": target_far, "impostor_pairs": impostor_pairs, "genuine_pairs": int(genuine.size),
+        "target_far": target_far, "impostor_claims": claims, "genuine_claims": int(genuine.size),
         "subjects": len(names), "templates": len(x),
     }
 
@@ -383,7 +384,7 @@ def write_enrolled(res: dict, data_dir: str | Path) -> Path:
     store = ThresholdStore(data_dir)
     store.put(res["site"], "day", res["threshold"], res["encoder_version"], kind=res["kind"],
               far=res["far_on_enrolled"], tar=res["tar_on_enrolled"], target_far=res["target_far"],
-              impostor_pairs=res["impostor_pairs"], genuine_pairs=res["genuine_pairs"], subjects=res["subjects"],
+              impostor_claims=res["impostor_claims"], genuine_claims=res["genuine_claims"], subjects=res["subjects"],
               source="enrolled", chosen=res["chosen"], enrolled_threshold=res["enrolled_threshold"],
               previous_threshold=res["previous_threshold"])
     return store.path

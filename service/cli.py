@@ -175,7 +175,7 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_calibrate_enrolled(a) -> int:
-    """A site's day threshold at a target FAR on its own people: the impostor pairs of the data
+    """A site's day threshold at a target FAR on its own people: the impostor claims of the data
     folder's enrolled templates, for the encoder in use; never looser than the site's threshold in
     force (service/calibration.py: calibrate_enrolled)."""
     from encoder.checkpoint import CheckpointError, read_meta

@@ -1,5 +1,6 @@
 """A site's threshold from its own enrolled people (`facegate calibrate-enrolled`): the impostor
-pairs are the templates of two different subjects, no labelled pairs needed. On hand-made
+claims are each template claiming another subject, measured as Verify measures a claim (the
+nearest of that subject's templates); no labelled pairs needed. On hand-made
 vectors whose distances are known, written through the real TemplateStore; no face model runs."""
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def at(degrees: float) -> np.ndarray:
     return v
 
 
-# Five people at 0, 30, 90, 180 and 270 degrees: 10 impostor pairs. The closest, a~b, at
-# 2 sin(15 deg) = 0.5176; the next, b~c, at 2 sin(30 deg) = 1.0; the others sqrt(2) or more.
+# Five people at 0, 30, 90, 180 and 270 degrees: 20 impostor claims (each of 5 claiming 4 others,
+# every pair twice). The closest, a~b, at 2 sin(15 deg) = 0.5176; the next, b~c, at
+# 2 sin(30 deg) = 1.0; the others sqrt(2) or more.
 CIRCLE = {"a": [0], "b": [30], "c": [90], "d": [180], "e": [270]}
 
 
@@ -58,29 +60,36 @@ def population(seed: int, n_subjects: int = 60, spread: float = 0.35) -> tuple[n
 
 
 def brute_force(x: np.ndarray, subjects: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair once: its distance and whether it is one subject's (float64, as the metric is)."""
+    """Every claim, one loop at a time: each template claiming each subject, at the distance to
+    that subject's nearest template (its own left out) -> (impostor claims, genuine claims)."""
     x = x.astype(np.float64)
-    i, j = np.triu_indices(len(x), 1)
-    same = np.array(subjects)[i] == np.array(subjects)[j]
-    return np.linalg.norm(x[i] - x[j], axis=1), same
+    subjects = np.array(subjects)
+    impostor, genuine = [], []
+    for i in range(len(x)):
+        for s in sorted(set(subjects)):
+            others = [j for j in range(len(x)) if subjects[j] == s and j != i]
+            if others:
+                d = min(float(np.linalg.norm(x[i] - x[j])) for j in others)
+                (genuine if s == subjects[i] else impostor).append(d)
+    return np.array(impostor), np.array(genuine)
 
 
 # ------------------------------------------------------------------------------ the computation
-def test_the_threshold_admits_exactly_the_pairs_the_target_far_allows():
+def test_the_threshold_admits_exactly_the_claims_the_target_far_allows():
     x, subjects = vectors_of(CIRCLE)
-    r = calibrate_enrolled(x, subjects, target_far=0.1)             # 1 impostor pair of 10 may pass: a~b
-    assert r["impostor_pairs"] == 10 and r["genuine_pairs"] == 0 and r["subjects"] == 5
+    r = calibrate_enrolled(x, subjects, target_far=0.1)             # 2 claims of 20 may pass: a->b, b->a
+    assert r["impostor_claims"] == 20 and r["genuine_claims"] == 0 and r["subjects"] == 5
     midway = (2 * math.sin(math.radians(15)) + 1.0) / 2              # between a~b (0.5176) and b~c (1.0)
     assert r["threshold"] == r["enrolled_threshold"] == math.floor(midway * 1e4) / 1e4 == 0.7588
     assert r["far_on_enrolled"] == 0.1 and r["tar_on_enrolled"] is None
     assert r["chosen"] == "enrolled" and r["previous_threshold"] is None
-    r = calibrate_enrolled(x, subjects, target_far=0.2)             # 2 may pass: a~b and b~c (1.0 < sqrt(2))
+    r = calibrate_enrolled(x, subjects, target_far=0.2)             # 4 may pass: a~b and b~c both ways
     assert r["threshold"] == math.floor((1.0 + math.sqrt(2)) / 2 * 1e4) / 1e4 and r["far_on_enrolled"] == 0.2
 
 
-def test_a_tie_at_the_boundary_is_refused_with_the_pair_it_ties():
+def test_a_tie_at_the_boundary_is_refused_with_the_claim_it_ties():
     # c~d and d~e are both at sqrt(2) (90 degrees apart), as are a~c and c~e ...: at F = 0.3,
-    # 3 pairs may pass, but the third and fourth closest tie, so only a~b and b~c do.
+    # 6 claims may pass, but the fifth and later closest tie, so only a~b and b~c (both ways) do.
     x, subjects = vectors_of(CIRCLE)
     r = calibrate_enrolled(x, subjects, target_far=0.3)
     assert r["far_on_enrolled"] == 0.2
@@ -88,15 +97,14 @@ def test_a_tie_at_the_boundary_is_refused_with_the_pair_it_ties():
 
 
 @pytest.mark.parametrize("target_far", [1e-3, 1e-2, 0.05])
-def test_the_far_holds_on_the_enrolled_impostor_pairs(target_far):
+def test_the_far_holds_on_the_enrolled_impostor_claims(target_far):
     x, subjects = population(seed=1)
-    dist, same = brute_force(x, subjects)
+    impostor, genuine = brute_force(x, subjects)
     r = calibrate_enrolled(x, subjects, target_far, block_elems=997)   # many small blocks of rows
-    impostor = dist[~same]
-    assert r["impostor_pairs"] == impostor.size and r["genuine_pairs"] == int(same.sum())
+    assert r["impostor_claims"] == impostor.size and r["genuine_claims"] == genuine.size
     assert (impostor <= r["threshold"]).mean() <= target_far
     assert r["far_on_enrolled"] == pytest.approx((impostor <= r["threshold"]).mean(), abs=1e-12)
-    assert r["tar_on_enrolled"] == round(float((dist[same] <= r["threshold"]).mean()), 4)
+    assert r["tar_on_enrolled"] == round(float((genuine <= r["threshold"]).mean()), 4)
     t, _, _ = threshold_at_far(impostor, np.zeros(impostor.size, bool), target_far)   # the same rule
     assert r["threshold"] == math.floor(t * 1e4) / 1e4                # rounded down: never above the FAR
     closest_refused = impostor[impostor > t].min()
@@ -119,10 +127,21 @@ def test_it_never_loosens_the_threshold_in_force():
     assert looser["threshold"] == 0.7588 and looser["chosen"] == "enrolled" and looser["previous_threshold"] == 1.2
 
 
-def test_too_few_impostor_pairs_or_subjects_are_refused():
+def test_with_several_templates_a_claim_is_judged_by_the_nearest():
+    """Verify compares a claim with the nearest of the subject's templates: an impostor near any
+    one of them passes, so the FAR is the claims', not the template pairs'."""
+    x, subjects = vectors_of({"a": [0], "b": [20, 100, 200], "c": [300]})
+    impostor, _ = brute_force(x, subjects)
+    r = calibrate_enrolled(x, subjects, 0.25)
+    assert r["impostor_claims"] == 5 * 2 == impostor.size
+    assert r["far_on_enrolled"] == (impostor <= r["threshold"]).mean() <= 0.25
+    assert sorted(impostor)[:2] == pytest.approx([2 * math.sin(math.radians(10))] * 2)   # a->b, b(20)->a
+
+
+def test_too_few_impostor_claims_or_subjects_are_refused():
     x, subjects = vectors_of(CIRCLE)
-    with pytest.raises(InvalidArgument, match=r"10 impostor pairs .* cannot resolve a FAR of 0.05"):
-        calibrate_enrolled(x, subjects, 0.05)                       # 0.05 x 10 < 1
+    with pytest.raises(InvalidArgument, match=r"20 impostor claims .* cannot resolve a FAR of 0.04"):
+        calibrate_enrolled(x, subjects, 0.04)                       # 0.04 x 20 < 1
     one, same_person = vectors_of({"a": [0, 10, 20]})
     with pytest.raises(FailedPrecondition, match="at least 2 subjects"):
         calibrate_enrolled(one, same_person, 0.1)
@@ -179,16 +198,16 @@ def run(capsys, checkpoint, *argv) -> tuple[int, dict]:
 
 
 KEYS = {"site", "kind", "threshold", "previous_threshold", "chosen", "far_on_enrolled", "tar_on_enrolled",
-        "impostor_pairs", "genuine_pairs", "subjects", "encoder_version", "written_to"}
+        "impostor_claims", "genuine_claims", "subjects", "encoder_version", "written_to"}
 
 
 def test_the_sites_threshold_lands_in_the_store_and_is_what_the_server_uses(tmp_path, capsys, checkpoint, version):
     data = tmp_path / "data"
-    enrol(data, {**CIRCLE, "a": [0, 5]}, version)                  # a has two ID photos: 1 genuine pair
+    enrol(data, {**CIRCLE, "a": [0, 5]}, version)                  # a has two ID photos: 2 genuine claims
     rc, out = run(capsys, checkpoint, "--site", "gym", "--target-far", 0.1, "--data-dir", data)
     assert rc == 0 and KEYS <= set(out)
     assert out["site"] == "gym" and out["kind"] == "verify" and out["encoder_version"] == version
-    assert out["impostor_pairs"] == 14 and out["genuine_pairs"] == 1 and out["subjects"] == 5
+    assert out["impostor_claims"] == 6 * 4 and out["genuine_claims"] == 2 and out["subjects"] == 5
     assert out["previous_threshold"] == ENCODER_THRESHOLD and out["previous_source"] == "encoder"
     assert out["chosen"] == "enrolled" and out["threshold"] < ENCODER_THRESHOLD
     assert out["far_on_enrolled"] <= 0.1 and out["tar_on_enrolled"] == 1.0
@@ -197,7 +216,7 @@ def test_the_sites_threshold_lands_in_the_store_and_is_what_the_server_uses(tmp_
     assert store.get("gym", "day", version) == out["threshold"]
     entry = store.entry("gym", "day")
     assert entry["source"] == "enrolled" and entry["target_far"] == 0.1 and entry["tar"] == 1.0
-    assert entry["impostor_pairs"] == 14 and entry["subjects"] == 5 and entry["far"] == out["far_on_enrolled"]
+    assert entry["impostor_claims"] == 24 and entry["subjects"] == 5 and entry["far"] == out["far_on_enrolled"]
     assert store.get("other-site", "day", version) is None          # only the site named
     pipeline = fake_pipeline(data, FakeEmbedder(version=version))   # the server's own lookup
     assert pipeline.threshold("gym", "day", "verify") == out["threshold"]
@@ -235,7 +254,7 @@ def test_a_threshold_of_another_encoder_is_not_in_force(tmp_path, capsys, checkp
 
 
 @pytest.mark.parametrize("people, far, code, words", [
-    (CIRCLE, 0.05, "INVALID_ARGUMENT", "cannot resolve"),           # 10 impostor pairs, F x 10 < 1
+    (CIRCLE, 0.04, "INVALID_ARGUMENT", "cannot resolve"),           # 20 impostor claims, F x 20 < 1
     ({"a": [0, 10, 20]}, 0.1, "FAILED_PRECONDITION", "at least 2 subjects"),
     (CIRCLE, 1.5, "INVALID_ARGUMENT", "--target-far"),
 ])
