@@ -59,7 +59,7 @@ for r in $(seq "$rounds"); do          # phase 2, and each later round from the 
   last=$RUNS/p${r}c.pt
 done
 phase blockwise_restart p4a --init-from "$last"
-[ -f "$RUNS/dlib_teacher.pt" ] || $PY scripts/dlib_in_pipeline.py "$RUNS/dlib_teacher.pt" --precision bfloat16
+[ -f "$RUNS/dlib_teacher.pt" ] || $PY scripts/dlib_in_pipeline.py "$RUNS/dlib_teacher.pt" --precision bfloat16 --geometry arcface112
 $PY scripts/lsq_refit.py "$RUNS/p4a.pt" "$RUNS/encoder.pt" --teacher "$RUNS/dlib_teacher.pt" --flip \
   --cache-root "$CACHE" --name facegate-student "${refit[@]}"
 echo "trained: $RUNS/encoder.pt; next: FLIP=1 PRECISION=bfloat16 scripts/release_encoder.sh $RUNS/encoder.pt RELEASE.pt" >&2
