@@ -29,9 +29,39 @@ def _reason(v: int) -> str:
     return pb.Reason.Name(v) if v else ""
 
 
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+def channel_credentials(tls_dir: str | Path, client: str) -> grpc.ChannelCredentials:
+    """Mutual TLS as a client of a `serve --tls-dir` server: DIR's `ca.crt` to trust the server,
+    `NAME.crt` and `NAME.key` (made by `facegate certs issue DIR NAME`) to be known by it."""
+    d = Path(tls_dir)
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=(d / "ca.crt").read_bytes(),
+                                            private_key=(d / f"{client}.key").read_bytes(),
+                                            certificate_chain=(d / f"{client}.crt").read_bytes())
+    except OSError as e:
+        raise RpcFailed("INVALID_ARGUMENT", f"cannot read the client certificate {client!r} in {d}: {e.strerror} "
+                                            f"({e.filename}); make it with `facegate certs issue {d} {client} "
+                                            f"--role ...`") from None
+
+
+def make_channel(address: str, tls_dir: str | Path | None = None, client: str | None = None, aio: bool = False):
+    """A channel to a facegate server: plaintext, or mutual TLS when `tls_dir` and `client` are given
+    (both or neither). `aio=True` gives a grpc.aio channel (the load test's)."""
+    if (tls_dir is None) != (client is None):
+        raise RpcFailed("INVALID_ARGUMENT", "--tls-dir and --client go together: the CA folder and the name "
+                                            "of a client certificate in it")
+    g = grpc.aio if aio else grpc
+    if tls_dir is None:
+        return g.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return g.secure_channel(address, channel_credentials(tls_dir, client), options=CHANNEL_OPTIONS)
+
+
 class Client:
-    def __init__(self, address: str, timeout: float = 60.0):
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    def __init__(self, address: str, timeout: float = 60.0, tls_dir: str | Path | None = None,
+                 client: str | None = None):
+        self.channel = make_channel(address, tls_dir, client)
         self.stub = pb_grpc.FaceGateStub(self.channel)
         self.timeout = timeout
         self.address = address
