@@ -355,6 +355,21 @@ def cmd_site(a) -> int:
     return 0
 
 
+def cmd_certs(a) -> int:
+    """The private CA of mutual TLS (service/certs.py): `certs init DIR`, `certs issue DIR NAME`."""
+    from .certs import CertError, init, issue
+
+    try:
+        if a.certs_command == "init":
+            out = init(a.dir, a.host or [], days=a.days)
+        else:
+            out = issue(a.dir, a.name, a.role, a.site, days=a.days, force=a.force)
+    except CertError as e:
+        raise CliError(e.code, e.message) from None
+    _emit(out, a.json)
+    return 0
+
+
 def cmd_status(a) -> int:
     _emit(_client(a).status(), a.json)
     return 0
@@ -448,6 +463,8 @@ def cmd_trigger(a) -> int:
 
 # -------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .caller import ROLES
+
     ap = argparse.ArgumentParser(prog="facegate", description="face access control for a campus")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -583,6 +600,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "default) or compare the central one with the card's owner (omit: show)")
     si.add_argument("--json", action="store_true")
     si.set_defaults(func=cmd_site)
+
+    cg = sub.add_parser("certs", help="a private CA for mutual TLS: the server's and the clients' certificates")
+    cs = cg.add_subparsers(dest="certs_command", required=True)
+    ci = cs.add_parser("init", help="a new CA (ca.crt, ca.key) and the server's certificate (server.crt, server.key)")
+    ci.add_argument("dir")
+    ci.add_argument("--host", action="append", help="a name or IP address clients reach the server by "
+                                                    "(repeatable; localhost and 127.0.0.1 always)")
+    ci.add_argument("--days", type=int, default=825, help="the server certificate's validity (the CA's: 10 years)")
+    ci.add_argument("--json", action="store_true")
+    ci.set_defaults(func=cmd_certs)
+    cu = cs.add_parser("issue", help="a client certificate NAME.crt/NAME.key with its role, signed by DIR's CA")
+    cu.add_argument("dir")
+    cu.add_argument("name")
+    cu.add_argument("--role", required=True, choices=ROLES)
+    cu.add_argument("--site", help="a door's site (required for a door): it answers for that site only")
+    cu.add_argument("--days", type=int, default=825, help="validity in days")
+    cu.add_argument("--force", action="store_true", help="replace an existing NAME.crt/NAME.key (renewal)")
+    cu.add_argument("--json", action="store_true")
+    cu.set_defaults(func=cmd_certs)
 
     st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
     client(st)
