@@ -283,14 +283,20 @@ def cmd_compare(a) -> int:
 def cmd_serve(a) -> int:
     import logging
 
+    from .auth import check_listen, read_tls_dir
     from .errors import FacegateError
-    from .server import serve
     from .settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
+                             tls_dir=a.tls_dir, insecure=a.insecure)
     try:
+        check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
+        if settings.tls_dir:
+            read_tls_dir(settings.tls_dir)
+        from .server import serve
+
         serve(settings)
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
@@ -300,7 +306,7 @@ def cmd_serve(a) -> int:
 def _client(a):
     from .client import Client
 
-    return Client(a.server, timeout=a.timeout)
+    return Client(a.server, timeout=a.timeout, tls_dir=a.tls_dir, client=a.client)
 
 
 def _read(path: str) -> bytes:
@@ -557,11 +563,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
     sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.add_argument("--tls-dir", help="mutual TLS: DIR's ca.crt, server.crt, server.key (facegate certs init); "
+                                      "every client then needs a certificate signed by DIR's CA, and its role "
+                                      "decides what it may call")
+    sv.add_argument("--insecure", action="store_true", default=None,
+                    help="without --tls-dir, listen beyond loopback anyway: every client that reaches the port "
+                         "is an admin")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):
         p.add_argument("--server", required=True, help="HOST:PORT of a running facegate serve")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+        p.add_argument("--tls-dir", help="mutual TLS: the folder of the CA's ca.crt and this client's certificate")
+        p.add_argument("--client", help="with --tls-dir: this client's name (NAME.crt, NAME.key)")
         p.add_argument("--json", action="store_true", help="JSON only on stdout")
 
     en = sub.add_parser("enroll", help="enroll DIR/<subject_id>/<photos> (resumable: send it again)")

@@ -22,6 +22,7 @@ from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
+from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
@@ -115,8 +116,10 @@ def load_gates(settings: Settings) -> Gates:
 
 
 async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server, int]:
+    check_listen(settings.listen, settings.tls_dir, settings.insecure)
+    credentials = server_credentials(settings.tls_dir) if settings.tls_dir else None
     server = grpc.aio.server(
-        interceptors=[RequestLogInterceptor()],
+        interceptors=[RequestLogInterceptor(), *([AuthInterceptor()] if credentials else [])],
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes)])
     pb_grpc.add_FaceGateServicer_to_server(FaceGateServicer(deps.pipeline, settings.workers), server)
@@ -124,7 +127,8 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(settings.listen)
+    port = (server.add_secure_port(settings.listen, credentials) if credentials
+            else server.add_insecure_port(settings.listen))
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
@@ -136,9 +140,9 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
 async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     server, port = await create_server(settings, deps)
     status = deps.pipeline.status()
-    log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s", port,
+    log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s, %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
-             settings.data_dir)
+             settings.data_dir, f"mutual TLS ({settings.tls_dir})" if settings.tls_dir else "no TLS (local admin)")
     if ready:
         ready(port)
     stop = asyncio.Event()
@@ -151,5 +155,8 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
 
 
 def serve(settings: Settings, ready=None) -> None:
+    check_listen(settings.listen, settings.tls_dir, settings.insecure)      # before the models load
+    if settings.tls_dir:
+        read_tls_dir(settings.tls_dir)
     deps = build_deps(settings)
     asyncio.run(_serve(settings, deps, ready))

@@ -76,7 +76,9 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
 
     async def _call(self, context, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        # in the worker thread, the call's ContextVars (its caller, its request id) as in the handler
+        run = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     @answered
     async def Verify(self, request, context):
@@ -109,8 +111,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             return pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
                                      status=pb.EnrollResponse.REJECTED, detail=message, error_code=code)
         try:
-            r = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.pipeline.enroll, req.subject_id, req.image)
+            r = await self._call(None, self.pipeline.enroll, req.subject_id, req.image)
             return pb.EnrollResponse(
                 photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
                 reason=_reason(r.reason), detail=r.detail, template_id=r.template_id,

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
     grace_seconds: float = 5.0
+    tls_dir: Path | None = None               # mutual TLS: DIR's ca.crt, server.crt, server.key (service/auth.py)
+    insecure: bool = False                    # without tls_dir, listen beyond loopback anyway (every caller is admin)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
