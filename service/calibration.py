@@ -366,14 +366,16 @@ def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current
 
 
 def threshold_in_force(store: ThresholdStore, site: str, kind: str, encoder_version: str,
-                       encoder_meta: dict) -> tuple[float | None, str | None]:
+                       encoder_meta: dict, default_site: str | None = None) -> tuple[float | None, str | None]:
     """The day threshold a site's doors use now, as the server looks it up (service/pipeline.py):
-    the site's own for this encoder -> (value, "site"), else the encoder checkpoint's ->
-    (value, "encoder"), else (None, None). An entry calibrated for another encoder is in another
-    unit and is not in force (the server refuses it): the encoder's stands in for it."""
-    entry = store.entry(site, "day", kind)
-    if entry is not None and entry["encoder_version"] == encoder_version:
-        return float(entry["threshold"]), "site"
+    the site's own for this encoder -> (value, "site"), else the default site's -> (value,
+    "default_site"), else the encoder checkpoint's -> (value, "encoder"), else (None, None). An
+    entry calibrated for another encoder is in another unit and is not in force (the server
+    refuses it): the next in line stands in for it."""
+    for s, source in ((site, "site"), (default_site, "default_site")):
+        entry = store.entry(s, "day", kind) if s else None
+        if entry is not None and entry["encoder_version"] == encoder_version:
+            return float(entry["threshold"]), source
     t = encoder_meta.get({"verify": "threshold", "identify": "identify_threshold"}[kind])
     return (float(t), "encoder") if t is not None else (None, None)
 

@@ -184,6 +184,7 @@ def cmd_calibrate_enrolled(a) -> int:
     from .calibration import calibrate_enrolled, threshold_in_force, write_enrolled
     from .errors import FacegateError
     from .index_layout import current_index_dir
+    from .settings import Settings
     from .thresholds import ThresholdError, ThresholdStore
 
     if not 0 < a.target_far < 1:
@@ -215,7 +216,8 @@ def cmd_calibrate_enrolled(a) -> int:
                                               f"photo source with this one first")
     try:
         thresholds = ThresholdStore(data)
-        previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta)
+        previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta,
+                                              default_site=Settings().default_site)
         res = calibrate_enrolled(vectors, subjects, a.target_far, previous)
         res = {"site": a.site, "kind": a.kind, "profile": "day", **res, "previous_source": source,
                "encoder_version": version}
@@ -343,21 +345,38 @@ def cmd_delete(a) -> int:
 
 def cmd_site(a) -> int:
     """A site's policy in the data folder (read by the server at each request): does its door
-    wake only on the trigger word, and does Verify refuse a photo of several faces or judge the central one?"""
-    from .sites import SiteError, SiteStore
+    wake only on the trigger word, and does Verify refuse a photo of several faces or judge the central one?
+    Without a site: which sites have a policy or thresholds of their own (the others follow the
+    default site's)."""
+    from dataclasses import asdict
 
+    from .settings import Settings
+    from .sites import SiteError, SiteStore, sites_of_their_own
+    from .thresholds import ThresholdError, ThresholdStore
+
+    default = Settings().default_site
     store = SiteStore(a.data_dir)
-    changes = {}
-    if a.trigger_word is not None:
-        changes["trigger_word"] = a.trigger_word == "on"
-    if a.several_faces is not None:
-        changes["several_faces"] = a.several_faces.replace("-", "_")
     try:
-        policy = store.put(a.site, **changes) if changes else store.get(a.site)
-    except SiteError as e:
+        if a.site is None:
+            if a.trigger_word is not None or a.several_faces is not None:
+                raise CliError("INVALID_ARGUMENT", "name the site to change: facegate site SITE --trigger-word ...")
+            _emit({"default_site": default, "sites": sites_of_their_own(a.data_dir),
+                   "sites_file": str(store.path)}, a.json)
+            return 0
+        changes = {}
+        if a.trigger_word is not None:
+            changes["trigger_word"] = a.trigger_word == "on"
+        if a.several_faces is not None:
+            changes["several_faces"] = a.several_faces.replace("-", "_")
+        policy, source = store.in_force(a.site, default)
+        if changes:     # a site's first policy of its own starts from the one its doors follow now
+            policy, source = store.put(a.site, **{**asdict(policy), **changes}), a.site
+        thresholds = ThresholdStore(a.data_dir).own().get(a.site, [])
+    except (SiteError, ThresholdError) as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     _emit({"site": a.site, "trigger_word": policy.trigger_word, "several_faces": policy.several_faces,
-           "sites_file": str(store.path)}, a.json)
+           "policy_of": source, "thresholds": thresholds,      # its own; the others are the default site's
+           "default_site": default, "sites_file": str(store.path)}, a.json)
     return 0
 
 
@@ -605,8 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--subject", required=True)
     client(de)
     de.set_defaults(func=cmd_delete)
-    si = sub.add_parser("site", help="a site's policy: the trigger word; a photo of several faces")
-    si.add_argument("site")
+    si = sub.add_parser("site", help="a site's policy: the trigger word; a photo of several faces (no site: "
+                                     "list the sites with a policy or thresholds of their own)")
+    si.add_argument("site", nargs="?", help="(omit: list the sites with their own; others follow the default "
+                                            "site's)")
     si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
     si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
     si.add_argument("--several-faces", choices=["refuse", "central-face"],

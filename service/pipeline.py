@@ -148,15 +148,22 @@ class Pipeline:
             raise InvalidArgument(str(e)) from None
 
     def _calibrated(self, site: str, profile: str, kind: str) -> float | None:
+        """The site's calibrated value, else the default site's (a site with no thresholds of its own
+        uses the default site's: CONTRACT.md), else None."""
         if self.thresholds is None:
             return None
         try:
-            return self.thresholds.get(site, profile, self.version, kind)
+            for s in dict.fromkeys((site, self.settings.default_site)):
+                t = self.thresholds.get(s, profile, self.version, kind)
+                if t is not None:
+                    return t
+            return None
         except ThresholdError as e:
             raise FailedPrecondition(str(e)) from None
 
     def threshold(self, site: str, profile: str, kind: str) -> float:
-        """The site's calibrated threshold (data folder), else the encoder checkpoint's own."""
+        """The site's calibrated threshold (data folder), else the default site's, else the encoder
+        checkpoint's own."""
         t = self._calibrated(site, profile, kind)
         if t is not None:
             return t
@@ -170,7 +177,7 @@ class Pipeline:
 
     def too_dark_light(self, site: str) -> float:
         """The light level below which a photo is TOO_DARK: the site's (calibrated for this encoder),
-        else the encoder checkpoint's, else the day/night gate's own; 0.0 = never."""
+        else the default site's, else the encoder checkpoint's, else the day/night gate's own; 0.0 = never."""
         t = self._calibrated(site, "night", "too_dark")
         if t is None:
             t = self.embedder.meta.get("too_dark_light")
@@ -179,8 +186,9 @@ class Pipeline:
         return float(t or 0.0)
 
     def policy(self, site: str) -> SitePolicy:
+        """The site's own policy, else the default site's (CONTRACT.md), else SitePolicy()'s defaults."""
         try:
-            return self.sites.get(site)
+            return self.sites.in_force(site, self.settings.default_site)[0]
         except SiteError as e:
             raise FailedPrecondition(str(e)) from None
 

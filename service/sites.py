@@ -1,12 +1,13 @@
 """Site policies: per door, whether the trigger word is required and what Verify does with a photo
 of several faces of similar size. One JSON file in the data folder (sites.json), written
-atomically; a site without an entry requires nothing and refuses such photos."""
+atomically. A site without an entry of its own follows the default site's (CONTRACT.md); when
+that has none either, it requires nothing and refuses such photos."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .thresholds import read_json, write_json_atomic
+from .thresholds import ThresholdStore, read_json, write_json_atomic
 
 FILE = "sites.json"
 REFUSE, CENTRAL_FACE = "refuse", "central_face"
@@ -33,6 +34,14 @@ class SitePolicy:
             raise SiteError(f"several_faces must be one of {', '.join(SEVERAL_FACES)}, got {self.several_faces!r}")
 
 
+def sites_of_their_own(data_dir: str | Path) -> list[dict]:
+    """Which sites have a policy or thresholds of their own in a data folder (every other site
+    follows the default site's): [{"site", "policy": bool, "thresholds": [keys]}], by name."""
+    policies, thresholds = SiteStore(data_dir).own(), ThresholdStore(data_dir).own()
+    return [{"site": s, "policy": s in policies, "thresholds": thresholds.get(s, [])}
+            for s in sorted({*policies, *thresholds})]
+
+
 class SiteStore:
     def __init__(self, data_dir: str | Path):
         self.path = Path(data_dir) / FILE
@@ -46,6 +55,17 @@ class SiteStore:
             return SitePolicy(**entry)
         except TypeError as e:
             raise SiteError(f"{self.path}: site {site!r} has an unknown setting: {e}") from None
+
+    def own(self) -> list[str]:
+        """The sites that have a policy of their own."""
+        return sorted(self._read())
+
+    def in_force(self, site: str, default_site: str) -> tuple[SitePolicy, str | None]:
+        """The policy a site's doors follow and whose it is: the site's own -> (policy, site), else the
+        default site's -> (policy, default_site), else the defaults -> (SitePolicy(), None)."""
+        data = self._read()
+        source = site if site in data else default_site if default_site in data else None
+        return (self.get(source) if source else SitePolicy()), source
 
     def put(self, site: str, **changes) -> SitePolicy:
         data = self._read()

@@ -67,6 +67,10 @@ class ThresholdStore:
         version, what it was calibrated on), whatever its encoder; None if it has none."""
         return self._read().get(site, {}).get(self._key(profile, kind))
 
+    def own(self) -> dict[str, list[str]]:
+        """The sites with thresholds of their own -> their entries' keys ("day", "identify/day", ...)."""
+        return {site: sorted(entries) for site, entries in sorted(self._read().items()) if entries}
+
     def stale(self, encoder_version: str) -> list[str]:
         """The entries ("site/profile") calibrated for another encoder than this one."""
         return [f"{site}/{key}" for site, entries in sorted(self._read().items())
