@@ -104,10 +104,13 @@ def check_listen(listen: str, tls_dir: Path | None, insecure: bool) -> None:
 
 
 # ------------------------------------------------------------------------------ per call
-def _redact_for_door(response: pb.IdentifyResponse) -> None:
-    """A door learns who stands in front of it, and nothing about anyone else: no neighbours,
-    and no nearest distance (with no one identified it is another person's, and a score to climb)."""
+def redact_for_door(response: pb.IdentifyResponse) -> None:
+    """A door learns who stands in front of it, and nothing about anyone else: no neighbours, no
+    nearest distance (with no one identified it is another person's, and a score to climb), and,
+    when no one is identified, no vote count (the nearest other person's)."""
     del response.neighbours[:]
+    if not response.subject_id:
+        response.votes = 0
     for s in response.stages:
         if s.name == "match":
             s.score = 0.0
@@ -151,7 +154,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await bind_site(request, caller, context)
                 response = await inner(request, context)
                 if caller.role == DOOR and rpc == "Identify":
-                    _redact_for_door(response)
+                    redact_for_door(response)
                 return response
             return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
         if handler.stream_stream:

@@ -156,6 +156,22 @@ def test_a_doors_identify_names_no_one_else(stubs):
     assert "ann" not in str(unknown) and "bob" not in str(unknown)
 
 
+def test_what_a_door_is_not_told():
+    from service.auth import redact_for_door
+
+    def answer(subject: str) -> pb.IdentifyResponse:
+        return pb.IdentifyResponse(subject_id=subject, votes=1, votes_needed=2, decision=pb.ACCEPT if subject else
+                                   pb.REJECT, neighbours=[pb.Neighbour(subject_id="ann", distance=0.4)],
+                                   stages=[pb.StageResult(name="detect", score=0.99),
+                                           pb.StageResult(name="match", score=0.4)])
+    unknown, known = answer(""), answer("ann")
+    redact_for_door(unknown)
+    redact_for_door(known)
+    assert (list(unknown.neighbours), unknown.votes, [s.score for s in unknown.stages]) == ([], 0, [
+        pytest.approx(0.99), 0.0])
+    assert (known.subject_id, known.votes, known.votes_needed, list(known.neighbours)) == ("ann", 1, 2, [])
+
+
 # ---------------------------------------------------------------------------------- the caller
 def test_the_pipeline_sees_the_certificates_caller(stubs, served, monkeypatch):
     """current_caller reaches the pipeline's worker thread, for a unary call and the Enroll stream."""
