@@ -281,15 +281,14 @@ def cmd_compare(a) -> int:
 
 # ------------------------------------------------------------------------------ service commands
 def cmd_serve(a) -> int:
-    import logging
-
     from .errors import FacegateError
+    from .logs import configure_logging
     from .server import serve
     from .settings import load_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    configure_logging()                   # JSON lines on stderr (service/logs.py)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
+                             metrics_listen=a.metrics_listen)
     try:
         serve(settings)
     except FacegateError as e:
@@ -540,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
     sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.add_argument("--metrics-listen", metavar="HOST:PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics endpoint)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):

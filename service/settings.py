@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
     grace_seconds: float = 5.0
+    metrics_listen: str | None = None         # HOST:PORT of the Prometheus /metrics endpoint; None: none
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
