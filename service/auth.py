@@ -127,12 +127,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def admit(context) -> Caller:
             caller = await self._caller(context)
+            current_caller.set(caller)                  # a refusal is logged under the caller's own name
             if not may_call(caller.role, rpc):
                 allowed = ", ".join(sorted(ALLOWED.get(caller.role, ()))) or "nothing"
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"{caller.role} {caller.name!r} may not call {rpc} (a {caller.role} may call "
                                     f"{allowed})")
-            current_caller.set(caller)
             return caller
 
         async def bind_site(request, caller: Caller, context) -> None:

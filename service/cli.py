@@ -283,16 +283,14 @@ def cmd_compare(a) -> int:
 
 # ------------------------------------------------------------------------------ service commands
 def cmd_serve(a) -> int:
-    import logging
-
     from .auth import check_listen, read_tls_dir
     from .errors import FacegateError
+    from .logs import configure_logging
     from .settings import load_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging()                   # JSON lines on stderr (service/logs.py)
     settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
-                             tls_dir=a.tls_dir, insecure=a.insecure)
+                             tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -588,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--insecure", action="store_true", default=None,
                     help="without --tls-dir, listen beyond loopback anyway: every client that reaches the port "
                          "is an admin")
+    sv.add_argument("--metrics-listen", metavar="HOST:PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics endpoint)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):

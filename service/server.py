@@ -8,8 +8,6 @@ import asyncio
 import os
 import logging
 import signal
-import time
-import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -25,8 +23,9 @@ from index.template_store import TemplateStore
 from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
+from .metrics import Metrics, RequestInterceptor
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
-from .servicer import FaceGateServicer, request_id
+from .servicer import FaceGateServicer
 from .settings import Settings
 from .thresholds import ThresholdStore
 
@@ -34,59 +33,17 @@ log = logging.getLogger("facegate.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceGate"].full_name
 
 
-class RequestLogInterceptor(grpc.aio.ServerInterceptor):
-    """A request id (the client's x-request-id, or a new one) for every call, unary or the Enroll
-    stream, and one log line per call with its method, status and duration. It logs no payload:
-    never a photo, never an embedding."""
-
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None or not (handler.unary_unary or handler.stream_stream):
-            return handler
-        md = dict(details.invocation_metadata or ())
-        rid = str(md.get("x-request-id") or uuid.uuid4().hex[:12])[:64]
-
-        def done(context, t0):
-            code = context.code() if hasattr(context, "code") else None
-            log.info("%s %s %s %.1f ms", rid, details.method, code or "OK", (time.perf_counter() - t0) * 1000)
-
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def logged(request, context):
-                request_id.set(rid)
-                t0 = time.perf_counter()
-                try:
-                    return await inner(request, context)
-                finally:
-                    done(context, t0)
-
-            return grpc.unary_unary_rpc_method_handler(
-                logged, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        inner_stream = handler.stream_stream
-
-        async def logged_stream(request_iterator, context):
-            request_id.set(rid)
-            t0 = time.perf_counter()
-            try:
-                async for response in inner_stream(request_iterator, context):
-                    yield response
-            finally:
-                done(context, t0)
-
-        return grpc.stream_stream_rpc_method_handler(
-            logged_stream, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-
 @dataclass
 class Deps:
     pipeline: Pipeline
+    metrics: Metrics | None = None     # served at settings.metrics_listen (create_server starts it if need be)
 
 
 def build_deps(settings: Settings) -> Deps:
     """Load the encoder, open the data folder, and refuse a folder made by another encoder."""
+    metrics = Metrics() if settings.metrics_listen else None
+    if metrics:           # before the models load: a metrics port in use stops the start at once
+        metrics.start_http(settings.metrics_listen)
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
@@ -97,7 +54,9 @@ def build_deps(settings: Settings) -> Deps:
     check_encoder_versions(store, embedder.version)
     pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
                         load_gates(settings))
-    return Deps(pipeline)
+    if metrics:
+        metrics.attach(pipeline)
+    return Deps(pipeline, metrics)
 
 
 def load_gates(settings: Settings) -> Gates:
@@ -115,15 +74,24 @@ def load_gates(settings: Settings) -> Gates:
         raise FailedPrecondition(f"cannot load a gate: {e}") from None
 
 
-async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server, int]:
+async def create_server(settings: Settings, deps: Deps,
+                        health_servicer: health.aio.HealthServicer | None = None) -> tuple[grpc.aio.Server, int]:
+    """Serve deps on settings.listen -> (the started server, its port). With settings.metrics_listen,
+    deps.metrics serves /metrics there (the caller stops it: deps.metrics.stop_http()).
+    `health_servicer`: the grpc.health.v1 servicer to serve (a new one when None)."""
+    if settings.metrics_listen and deps.metrics is None:
+        deps.metrics = Metrics(deps.pipeline)
+    if deps.metrics and deps.metrics.http is None and settings.metrics_listen:
+        deps.metrics.start_http(settings.metrics_listen)
     check_listen(settings.listen, settings.tls_dir, settings.insecure)
     credentials = server_credentials(settings.tls_dir) if settings.tls_dir else None
     server = grpc.aio.server(
-        interceptors=[RequestLogInterceptor(), *([AuthInterceptor()] if credentials else [])],
+        # the request interceptor outside auth: it counts and logs auth's refusals too
+        interceptors=[RequestInterceptor(deps.metrics), *([AuthInterceptor()] if credentials else [])],
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes)])
     pb_grpc.add_FaceGateServicer_to_server(FaceGateServicer(deps.pipeline, settings.workers), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -138,11 +106,14 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
 
 
 async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
-    server, port = await create_server(settings, deps)
+    health_servicer = health.aio.HealthServicer()
+    server, port = await create_server(settings, deps, health_servicer)
     status = deps.pipeline.status()
     log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s, %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
              settings.data_dir, f"mutual TLS ({settings.tls_dir})" if settings.tls_dir else "no TLS (local admin)")
+    if deps.metrics and deps.metrics.address:
+        log.info("metrics on http://%s:%d/metrics", *deps.metrics.address)
     if ready:
         ready(port)
     stop = asyncio.Event()
@@ -150,8 +121,14 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down (grace %.1f s)", settings.grace_seconds)
+    # readiness first: health checks answer NOT_SERVING ("" and FaceGate) from now on, and the
+    # Watch streams of load balancers hear it, while the calls in flight finish within the grace
+    await health_servicer.enter_graceful_shutdown()
+    log.info("shutting down (grace %.1f s): health NOT_SERVING", settings.grace_seconds)
     await server.stop(settings.grace_seconds)
+    if deps.metrics:
+        await asyncio.to_thread(deps.metrics.stop_http)
+    log.info("stopped")
 
 
 def serve(settings: Settings, ready=None) -> None:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     grace_seconds: float = 5.0
     tls_dir: Path | None = None               # mutual TLS: DIR's ca.crt, server.crt, server.key (service/auth.py)
     insecure: bool = False                    # without tls_dir, listen beyond loopback anyway (every caller is admin)
+    metrics_listen: str | None = None         # HOST:PORT of the Prometheus /metrics endpoint; None: none
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

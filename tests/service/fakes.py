@@ -245,7 +245,8 @@ def fake_pipeline(data_dir, embedder: FakeEmbedder | None = None, gates: bool = 
 
 class ServerThread:
     """service.server.create_server on a real port (settings.listen, e.g. 127.0.0.1:0), its
-    asyncio loop in a thread of this process, around `pipeline` (service.server.Deps)."""
+    asyncio loop in a thread of this process, around `pipeline` (service.server.Deps). With
+    settings.metrics_listen, `metrics` (service.metrics.Metrics) serves /metrics there."""
 
     def __init__(self, pipeline):
         import asyncio
@@ -254,6 +255,7 @@ class ServerThread:
         from service.server import Deps, create_server
 
         self.pipeline = pipeline
+        self.deps = Deps(pipeline)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         failed: list[BaseException] = []
@@ -262,7 +264,7 @@ class ServerThread:
             asyncio.set_event_loop(self.loop)
             try:
                 self.server, self.port = self.loop.run_until_complete(
-                    create_server(pipeline.settings, Deps(pipeline)))
+                    create_server(pipeline.settings, self.deps))
             except BaseException as e:          # reported to the test below, not lost in the thread
                 failed.append(e)
                 return
@@ -276,6 +278,7 @@ class ServerThread:
         if failed:
             raise failed[0]
         self.address = f"127.0.0.1:{self.port}"
+        self.metrics = self.deps.metrics
 
     def stop(self):
         import asyncio
@@ -284,6 +287,8 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+        if self.metrics:
+            self.metrics.stop_http()
 
 
 def rpc_error(call, *args, **kw):
