@@ -24,7 +24,8 @@ from index.template_store import TemplateStore
 
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
-from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
+from .audit import open_audit_log
+from .pipeline import Gates, Pipeline, check_encoder_versions
 from .servicer import FaceGateServicer, request_id
 from .settings import Settings
 from .thresholds import ThresholdStore
@@ -94,8 +95,7 @@ def build_deps(settings: Settings) -> Deps:
     data.mkdir(parents=True, exist_ok=True)
     store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
     check_encoder_versions(store, embedder.version)
-    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
-                        load_gates(settings))
+    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), open_audit_log(data), load_gates(settings))
     return Deps(pipeline)
 
 

@@ -76,7 +76,9 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
 
     async def _call(self, context, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        # in the request's context: the worker thread sees its caller (service.caller) and request id
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, ctx.run, fn, *args)
 
     @answered
     async def Verify(self, request, context):
@@ -109,8 +111,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             return pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
                                      status=pb.EnrollResponse.REJECTED, detail=message, error_code=code)
         try:
-            r = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.pipeline.enroll, req.subject_id, req.image)
+            r = await self._call(None, self.pipeline.enroll, req.subject_id, req.image)
             return pb.EnrollResponse(
                 photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
                 reason=_reason(r.reason), detail=r.detail, template_id=r.template_id,
@@ -122,8 +123,12 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def DeleteSubject(self, request, context):
-        n = await self._call(context, self.pipeline.delete, request.subject_id)
-        return pb.DeleteSubjectResponse(subject_id=request.subject_id, removed=n)
+        r = await self._call(context, self.pipeline.delete, request.subject_id)
+        return pb.DeleteSubjectResponse(
+            subject_id=r.subject, removed=r.removed, deleted_at=r.deleted_at, deleted_by=r.deleted_by,
+            receipt_id=r.receipt_id,
+            removed_from=[pb.RemovedFrom(index_version=x.index_version, index_name=x.index_name,
+                                         templates=x.templates) for x in r.removed_from])
 
     @answered
     async def Cluster(self, request, context):
