@@ -130,6 +130,13 @@ def test_audit_verify_errors_exit_2(tmp_path, capsys):
     assert (rc, r["intact"], r["lines"], r["last_hash"]) == (0, True, 0, GENESIS)
 
 
+def test_audit_pseudonym_needs_the_folders_key(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["audit", "pseudonym", "--data-dir", str(tmp_path), "ann", "--json"]) == 2
+    assert "no audit key" in json.loads(capsys.readouterr().out)["error"]["message"]
+    assert not (tmp_path / "audit.key").exists()                  # never made by a look-up
+
+
 def test_open_audit_lines_names_the_data_folders_file_and_refuses_another_store(tmp_path):
     assert open_audit_lines(tmp_path).path == tmp_path / "audit.jsonl"
     with pytest.raises(AuditError, match="store"):
