@@ -227,3 +227,34 @@ class TemplateStore:
     def close(self):
         with self._lock:
             self._db.close()
+
+
+def remove_subject_at(folder: str | Path, subject: str, timeout: float = 30.0) -> tuple[str, int]:
+    """Remove a subject's templates from the store in `folder` without opening it as a TemplateStore
+    (no index is built; any dimension): for an index version that is not being served.
+    -> (its index_version, templates removed). A server that has this folder open rebuilds its
+    index at the next start; the rows are the truth."""
+    path = Path(folder) / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"{path} does not exist")
+    try:
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as e:
+        raise StoreError(f"{path} is not a usable template database: {e}") from None
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("SELECT value FROM meta WHERE key = 'index_version'").fetchone()[0]
+            n = db.execute("DELETE FROM templates WHERE subject = ?", (subject,)).rowcount
+            if n:
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return version, n
+    except (sqlite3.Error, TypeError) as e:
+        raise StoreError(f"{path} is not a usable template database: {e}") from None
+    finally:
+        db.close()

@@ -436,6 +436,58 @@ def cmd_switch_index(a) -> int:
     return 0
 
 
+def cmd_audit_verify(a) -> int:
+    """Exit 0: the chain is intact; 1: a line was edited, removed or reordered (named); 2: an error."""
+    from .audit import AuditError, open_audit_lines, verify_chain
+
+    if bool(a.data_dir) == bool(a.store):
+        raise CliError("INVALID_ARGUMENT", "give one of --data-dir D (its audit.jsonl) or --store URL")
+    if a.data_dir and not Path(a.data_dir).is_dir():
+        raise CliError("INVALID_ARGUMENT", f"--data-dir {a.data_dir} is not a folder")
+    try:
+        r = verify_chain(open_audit_lines(a.data_dir, a.store).lines(), expect=a.expect)
+    except AuditError as e:
+        raise CliError(e.code, e.message) from None
+    _emit(r.to_json(), a.json)
+    return 0 if r.intact else 1
+
+
+def cmd_audit_pseudonym(a) -> int:
+    """The pseudonym a subject has in the audit (for a subject-access request): grep for it."""
+    from .audit import AuditError, KEY_FILE, load_or_create_key, pseudonym
+
+    key_file = Path(a.data_dir) / KEY_FILE
+    if not key_file.is_file():
+        raise CliError("FAILED_PRECONDITION", f"no audit key at {key_file}: nothing was audited in {a.data_dir} "
+                                              f"yet, or the key was not restored with the data folder")
+    try:
+        key = load_or_create_key(key_file)
+    except AuditError as e:
+        raise CliError(e.code, e.message) from None
+    _emit({"subject": a.subject, "pseudonym": pseudonym(key, a.subject)}, a.json)
+    return 0
+
+
+def cmd_backup(a) -> int:
+    from .backup import BackupError, backup
+
+    try:
+        _emit(backup(a.data_dir, a.dest), a.json)
+    except BackupError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    return 0
+
+
+def cmd_restore(a) -> int:
+    from .backup import BackupError, restore
+
+    try:
+        _emit(restore(a.src, a.data_dir, force=a.force), a.json)
+    except BackupError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    return 0
+
+
 def cmd_daynight(a) -> int:
     from encoder.images import ImageError, decode_image
     from gates.daynight import DayNightGate
@@ -672,6 +724,35 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--data-dir", required=True)
     sw.add_argument("--json", action="store_true")
     sw.set_defaults(func=cmd_switch_index)
+
+    au = sub.add_parser("audit", help="the hash-chained audit: check the chain, find a subject's lines")
+    aus = au.add_subparsers(dest="audit_command", required=True)
+    av = aus.add_parser("verify", help="is the audit's chain intact? exit 0 intact, 1 a line edited, removed "
+                                       "or reordered (named), 2 an error")
+    av.add_argument("--data-dir", help="the data folder whose audit.jsonl to check")
+    av.add_argument("--store", help="a store URL (postgresql://...) whose audit to check")
+    av.add_argument("--expect", metavar="HASH", help="a last_hash printed earlier and kept elsewhere: the chain "
+                                                     "must still hold that line (catches removal of the newest)")
+    av.add_argument("--json", action="store_true")
+    av.set_defaults(func=cmd_audit_verify)
+    ap_ = aus.add_parser("pseudonym", help="a subject's pseudonym in the audit (subject-access requests)")
+    ap_.add_argument("subject")
+    ap_.add_argument("--data-dir", required=True, help="the data folder holding audit.key")
+    ap_.add_argument("--json", action="store_true")
+    ap_.set_defaults(func=cmd_audit_pseudonym)
+
+    bk = sub.add_parser("backup", help="a consistent copy of a data folder, safe while a server serves it")
+    bk.add_argument("dest", help="a new folder for the backup (must not exist, or be empty)")
+    bk.add_argument("--data-dir", required=True)
+    bk.add_argument("--json", action="store_true")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="check a backup's manifest and restore it into a data folder")
+    rs.add_argument("src", help="a folder made by `facegate backup`")
+    rs.add_argument("--data-dir", required=True, help="the data folder to restore into (new or empty)")
+    rs.add_argument("--force", action="store_true", help="replace a data folder that is not empty (it is "
+                                                         "moved aside, not deleted)")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_restore)
 
     dn = sub.add_parser("daynight", help="day or night, per photo (the light-profile gate)")
     dn.add_argument("paths", nargs="+")

@@ -102,7 +102,10 @@ class Client:
 
     def delete(self, subject: str) -> dict:
         r = self._call(self.stub.DeleteSubject, pb.DeleteSubjectRequest(subject_id=subject))
-        return {"subject": r.subject_id, "removed": r.removed}
+        return {"subject": r.subject_id, "removed": r.removed,
+                "removed_from": [{"index_version": x.index_version, "index_name": x.index_name,
+                                  "templates": x.templates} for x in r.removed_from],
+                "deleted_at": r.deleted_at, "deleted_by": r.deleted_by, "receipt_id": r.receipt_id}
 
     def status(self) -> dict:
         r = self._call(self.stub.GetStatus, pb.GetStatusRequest())

@@ -3,7 +3,9 @@
   DATA/CURRENT              the name of the index in use (one line), replaced atomically
   DATA/indexes/NAME/        one index version: templates.sqlite (see index/template_store.py)
   DATA/thresholds.json      per site and light profile, with the encoder version
-  DATA/audit.jsonl          one line per decision
+  DATA/sites.json           per-site policies
+  DATA/audit.jsonl          one hash-chained line per decision, enrollment, deletion (service/audit.py)
+  DATA/audit.key            the key of the audit's subject pseudonyms (0600; keep it with backups)
 
 A new encoder cannot use the old templates (their distances are not comparable), so an
 upgrade re-enrolls every photo of the photo source with the new encoder into a new index

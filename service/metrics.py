@@ -238,9 +238,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         def end(context, t0: float, error: BaseException | None, response=None, **fields) -> None:
             seconds = time.perf_counter() - t0
             code = _ended(context, error)
-            if metrics:
-                metrics.inflight.dec()
+            if metrics:                         # counted before it leaves the in-flight gauge
                 metrics.call(rpc, code, seconds, response)
+                metrics.inflight.dec()
             if rpc in DECIDING and response is not None:
                 fields.update(site=response.site, decision=pb.Decision.Name(response.decision),
                               reason=pb.Reason.Name(response.reason))

@@ -9,9 +9,7 @@ domain error (service.errors), mapped to a gRPC status at the edge. No protobuf 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import TemplateStore
 
+from .audit import AuditLog, open_audit_log
+from .erasure import RemovedFrom, erase_subject
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .settings import Settings
 from .sites import CENTRAL_FACE, SiteError, SitePolicy, SiteStore
@@ -113,18 +113,15 @@ class GateVerdict:
     profile: str                # the light profile ("" when day/night did not run)
 
 
-class AuditLog:
-    """One JSON line per decision: who, where, distance, threshold, versions, stages, outcome.
-    Never the photo, never an embedding."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def record(self, **entry):
-        line = json.dumps({"time": round(time.time(), 3), **entry}, default=str)
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
+@dataclass
+class DeleteReceipt:
+    """What DeleteSubject removed, where, when and by whom; `receipt_id` is the hash of its audit line."""
+    subject: str
+    removed: int                         # templates, in every index version together
+    removed_from: list[RemovedFrom]
+    deleted_at: str                      # RFC 3339
+    deleted_by: str                      # the caller
+    receipt_id: str
 
 
 class Pipeline:
@@ -135,7 +132,7 @@ class Pipeline:
         self.embedder = embedder
         self.store = store
         self.thresholds = thresholds      # None: the encoder checkpoint's own calibrated values only
-        self.audit = audit or AuditLog(Path(settings.data_dir) / "audit.jsonl")
+        self.audit = audit or open_audit_log(settings.data_dir)
         self.gates = gates or Gates()
         self.sites = sites or SiteStore(settings.data_dir)
         self.version = embedder.version
@@ -280,7 +277,7 @@ class Pipeline:
                                                                     f"card's owner, retake alone")
         r = VerifyResult(decision, reason, subject, distance, threshold, site, profile, self.version,
                          (time.perf_counter() - t0) * 1000, detail, stages)
-        self.audit.record(rpc="Verify", site=site, subject=subject, decision=decision, reason=reason,
+        self.audit.record("Verify", site=site, subject=subject, decision=decision, reason=reason,
                           distance=distance, threshold=threshold, faces=a.faces if a else None,
                           light_profile=profile,
                           encoder_version=self.version, index_version=self.store.index_version,
@@ -315,7 +312,7 @@ class Pipeline:
             r = IdentifyResult(decision, reason, vote.subject, vote.votes, vote.needed,
                                [(n.subject, n.distance) for n in nb], threshold, site, profile, self.version,
                                (time.perf_counter() - t0) * 1000, UNKNOWN_BECAUSE.get(vote.outcome, ""), stages)
-        self.audit.record(rpc="Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
+        self.audit.record("Identify", site=site, subject=r.subject, decision=r.decision, reason=r.reason,
                           votes=r.votes, nearest=r.neighbours[0][1] if r.neighbours else None, threshold=threshold,
                           light_profile=profile, encoder_version=self.version,
                           index_version=self.store.index_version,
@@ -349,18 +346,24 @@ class Pipeline:
                 dups.setdefault(n.subject, n.distance)
         added = self.store.add(subject, v, digest, self.version)
         status = "ALREADY_ENROLLED" if added.already_enrolled else "ACCEPTED"
-        self.audit.record(rpc="Enroll", subject=subject, status=status, template_id=added.template_id,
+        self.audit.record("Enroll", subject=subject, status=status, template_id=added.template_id,
                           duplicates=list(dups), encoder_version=self.version)
         return EnrollResult(subject, status, None, "", added.template_id, list(dups.items()))
 
-    def delete(self, subject: str) -> int:
+    def delete(self, subject: str) -> DeleteReceipt:
+        """Erase a subject from every index version of the data folder (service/erasure.py), then
+        one audit line, whose hash is the receipt's id. A subject enrolled nowhere: NOT_FOUND, and
+        no audit line (nothing was deleted)."""
         if not subject:
             raise InvalidArgument("subject_id is empty")
-        n = self.store.remove_subject(subject)
+        removed_from = erase_subject(self.store, Path(self.settings.data_dir), subject)
+        n = sum(r.templates for r in removed_from)
         if n == 0:
-            raise NotFound(f"subject {subject!r} is not enrolled")
-        self.audit.record(rpc="DeleteSubject", subject=subject, removed=n)
-        return n
+            raise NotFound(f"subject {subject!r} is not enrolled in any index version")
+        entry = self.audit.record("DeleteSubject", subject=subject, removed=n,
+                                  removed_from=[{"index_version": r.index_version, "index_name": r.index_name,
+                                                 "templates": r.templates} for r in removed_from])
+        return DeleteReceipt(subject, n, removed_from, entry["ts"], entry["caller"], entry["hash"])
 
     def cluster(self, photos: list[bytes], k: int) -> ClusterResult:
         if not photos:

@@ -16,7 +16,8 @@ from index.template_store import TemplateStore
 
 from .errors import FacegateError, FailedPrecondition
 from .index_layout import new_index_dir, switch_index
-from .pipeline import AuditLog, Gates, Pipeline
+from .audit import open_audit_log
+from .pipeline import Gates, Pipeline
 from .settings import Settings
 from .thresholds import ThresholdStore
 
@@ -50,7 +51,7 @@ def reindex(photo_dir, data_dir, checkpoint=None, name: str | None = None, switc
             raise FailedPrecondition(f"index {folder} already holds templates of encoder {sorted(other)}; "
                                      f"choose another --name")
         pipeline = Pipeline(Settings(data_dir=data_dir), embedder, store, thresholds=None,
-                            audit=AuditLog(data_dir / "audit.jsonl"), gates=gates)
+                            audit=open_audit_log(data_dir), gates=gates)
         pipeline.threshold(pipeline.settings.default_site, "day", "verify")   # duplicates are judged by it
         for subject, path in tqdm(photos, desc="reindex", unit="photo", file=sys.stderr):
             try:

@@ -23,8 +23,9 @@ from index.template_store import TemplateStore
 from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
+from .audit import open_audit_log
 from .metrics import Metrics, RequestInterceptor
-from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
+from .pipeline import Gates, Pipeline, check_encoder_versions
 from .servicer import FaceGateServicer
 from .settings import Settings
 from .thresholds import ThresholdStore
@@ -52,8 +53,7 @@ def build_deps(settings: Settings) -> Deps:
     data.mkdir(parents=True, exist_ok=True)
     store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
     check_encoder_versions(store, embedder.version)
-    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
-                        load_gates(settings))
+    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), open_audit_log(data), load_gates(settings))
     if metrics:
         metrics.attach(pipeline)
     return Deps(pipeline, metrics)

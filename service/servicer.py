@@ -123,8 +123,12 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def DeleteSubject(self, request, context):
-        n = await self._call(context, self.pipeline.delete, request.subject_id)
-        return pb.DeleteSubjectResponse(subject_id=request.subject_id, removed=n)
+        r = await self._call(context, self.pipeline.delete, request.subject_id)
+        return pb.DeleteSubjectResponse(
+            subject_id=r.subject, removed=r.removed, deleted_at=r.deleted_at, deleted_by=r.deleted_by,
+            receipt_id=r.receipt_id,
+            removed_from=[pb.RemovedFrom(index_version=x.index_version, index_name=x.index_name,
+                                         templates=x.templates) for x in r.removed_from])
 
     @answered
     async def Cluster(self, request, context):

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65gate/v1/facegate.proto\x12\x0b\x66\x61\x63\x65gate.v1\"F\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x12\n\nphoto_name\x18\x03 \x01(\t\";\n\x10\x44uplicateWarning\x12\x15\n\rother_subject\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"\xd1\x02\n\x0e\x45nrollResponse\x12\x12\n\nphoto_name\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".facegate.v1.EnrollResponse.Status\x12#\n\x06reason\x18\x04 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x13\n\x0btemplate_id\x18\x06 \x01(\x03\x12\x31\n\nduplicates\x18\x07 \x03(\x0b\x32\x1d.facegate.v1.DuplicateWarning\x12\x12\n\nerror_code\x18\x08 \x01(\t\"R\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x14\n\x10\x41LREADY_ENROLLED\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"*\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"<\n\x15\x44\x65leteSubjectResponse\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\"L\n\x0bStageResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0f\n\x07seconds\x18\x04 \x01(\x02\"O\n\rVerifyRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\"\xa3\x02\n\x0eVerifyResponse\x12\'\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x15.facegate.v1.Decision\x12#\n\x06reason\x18\x02 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x10\n\x08\x64istance\x18\x04 \x01(\x02\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x15\n\rlight_profile\x18\x07 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x08 \x01(\t\x12\x12\n\nlatency_ms\x18\t \x01(\x02\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12(\n\x06stages\x18\x0b \x03(\x0b\x32\x18.facegate.v1.StageResult\"1\n\tNeighbour\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"H\n\x0fIdentifyRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\"\xe4\x02\n\x10IdentifyResponse\x12\'\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x15.facegate.v1.Decision\x12#\n\x06reason\x18\x02 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\r\n\x05votes\x18\x04 \x01(\x05\x12\x14\n\x0cvotes_needed\x18\x05 \x01(\x05\x12*\n\nneighbours\x18\x06 \x03(\x0b\x32\x16.facegate.v1.Neighbour\x12\x11\n\tthreshold\x18\x07 \x01(\x02\x12\x0c\n\x04site\x18\x08 \x01(\t\x12\x15\n\rlight_profile\x18\t \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\n \x01(\t\x12\x12\n\nlatency_ms\x18\x0b \x01(\x02\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\x12(\n\x06stages\x18\r \x03(\x0b\x32\x18.facegate.v1.StageResult\"+\n\x0c\x43lusterPhoto\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\"F\n\x0e\x43lusterRequest\x12)\n\x06photos\x18\x01 \x03(\x0b\x32\x19.facegate.v1.ClusterPhoto\x12\t\n\x01k\x18\x02 \x01(\x05\"W\n\x11\x43lusterAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\x05\x12#\n\x06reason\x18\x03 \x01(\x0e\x32\x13.facegate.v1.Reason\"\x1a\n\x08\x43\x65ntroid\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x8f\x01\n\x0f\x43lusterResponse\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x33\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x1e.facegate.v1.ClusterAssignment\x12(\n\tcentroids\x18\x03 \x03(\x0b\x32\x15.facegate.v1.Centroid\x12\x12\n\nsilhouette\x18\x04 \x01(\x02\"\x12\n\x10GetStatusRequest\"\x98\x01\n\x11GetStatusResponse\x12\x10\n\x08subjects\x18\x01 \x01(\x03\x12\x11\n\ttemplates\x18\x02 \x01(\x03\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x15\n\rindex_version\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x1a\n\x12\x65ncoder_arithmetic\x18\x06 \x01(\t*<\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\n\n\x06REJECT\x10\x02*\xa4\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\t\n\x05MATCH\x10\x01\x12\x0b\n\x07NO_FACE\x10\x02\x12\x12\n\x0eMULTIPLE_FACES\x10\x03\x12\x12\n\x0e\x46\x41\x43\x45_TOO_SMALL\x10\x04\x12\x0f\n\x0bLOW_QUALITY\x10\x05\x12\x0c\n\x08TOO_DARK\x10\x06\x12\x15\n\x11TRIGGER_NOT_HEARD\x10\x07\x12\x0c\n\x08NO_MATCH\x10\x08\x32\xc7\x03\n\x08\x46\x61\x63\x65Gate\x12\x45\n\x06\x45nroll\x12\x1a.facegate.v1.EnrollRequest\x1a\x1b.facegate.v1.EnrollResponse(\x01\x30\x01\x12V\n\rDeleteSubject\x12!.facegate.v1.DeleteSubjectRequest\x1a\".facegate.v1.DeleteSubjectResponse\x12\x41\n\x06Verify\x12\x1a.facegate.v1.VerifyRequest\x1a\x1b.facegate.v1.VerifyResponse\x12G\n\x08Identify\x12\x1c.facegate.v1.IdentifyRequest\x1a\x1d.facegate.v1.IdentifyResponse\x12\x44\n\x07\x43luster\x12\x1b.facegate.v1.ClusterRequest\x1a\x1c.facegate.v1.ClusterResponse\x12J\n\tGetStatus\x12\x1d.facegate.v1.GetStatusRequest\x1a\x1e.facegate.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65gate/v1/facegate.proto\x12\x0b\x66\x61\x63\x65gate.v1\"F\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x12\n\nphoto_name\x18\x03 \x01(\t\";\n\x10\x44uplicateWarning\x12\x15\n\rother_subject\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"\xd1\x02\n\x0e\x45nrollResponse\x12\x12\n\nphoto_name\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".facegate.v1.EnrollResponse.Status\x12#\n\x06reason\x18\x04 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x13\n\x0btemplate_id\x18\x06 \x01(\x03\x12\x31\n\nduplicates\x18\x07 \x03(\x0b\x32\x1d.facegate.v1.DuplicateWarning\x12\x12\n\nerror_code\x18\x08 \x01(\t\"R\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x14\n\x10\x41LREADY_ENROLLED\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"*\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"\xa8\x01\n\x15\x44\x65leteSubjectResponse\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12.\n\x0cremoved_from\x18\x03 \x03(\x0b\x32\x18.facegate.v1.RemovedFrom\x12\x12\n\ndeleted_at\x18\x04 \x01(\t\x12\x12\n\ndeleted_by\x18\x05 \x01(\t\x12\x12\n\nreceipt_id\x18\x06 \x01(\t\"K\n\x0bRemovedFrom\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x11\n\ttemplates\x18\x02 \x01(\x05\x12\x12\n\nindex_name\x18\x03 \x01(\t\"L\n\x0bStageResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0f\n\x07seconds\x18\x04 \x01(\x02\"O\n\rVerifyRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\"\xa3\x02\n\x0eVerifyResponse\x12\'\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x15.facegate.v1.Decision\x12#\n\x06reason\x18\x02 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x10\n\x08\x64istance\x18\x04 \x01(\x02\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x15\n\rlight_profile\x18\x07 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x08 \x01(\t\x12\x12\n\nlatency_ms\x18\t \x01(\x02\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12(\n\x06stages\x18\x0b \x03(\x0b\x32\x18.facegate.v1.StageResult\"1\n\tNeighbour\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"H\n\x0fIdentifyRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\"\xe4\x02\n\x10IdentifyResponse\x12\'\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x15.facegate.v1.Decision\x12#\n\x06reason\x18\x02 \x01(\x0e\x32\x13.facegate.v1.Reason\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\r\n\x05votes\x18\x04 \x01(\x05\x12\x14\n\x0cvotes_needed\x18\x05 \x01(\x05\x12*\n\nneighbours\x18\x06 \x03(\x0b\x32\x16.facegate.v1.Neighbour\x12\x11\n\tthreshold\x18\x07 \x01(\x02\x12\x0c\n\x04site\x18\x08 \x01(\t\x12\x15\n\rlight_profile\x18\t \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\n \x01(\t\x12\x12\n\nlatency_ms\x18\x0b \x01(\x02\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\x12(\n\x06stages\x18\r \x03(\x0b\x32\x18.facegate.v1.StageResult\"+\n\x0c\x43lusterPhoto\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\"F\n\x0e\x43lusterRequest\x12)\n\x06photos\x18\x01 \x03(\x0b\x32\x19.facegate.v1.ClusterPhoto\x12\t\n\x01k\x18\x02 \x01(\x05\"W\n\x11\x43lusterAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\x05\x12#\n\x06reason\x18\x03 \x01(\x0e\x32\x13.facegate.v1.Reason\"\x1a\n\x08\x43\x65ntroid\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x8f\x01\n\x0f\x43lusterResponse\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x33\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x1e.facegate.v1.ClusterAssignment\x12(\n\tcentroids\x18\x03 \x03(\x0b\x32\x15.facegate.v1.Centroid\x12\x12\n\nsilhouette\x18\x04 \x01(\x02\"\x12\n\x10GetStatusRequest\"\x98\x01\n\x11GetStatusResponse\x12\x10\n\x08subjects\x18\x01 \x01(\x03\x12\x11\n\ttemplates\x18\x02 \x01(\x03\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x15\n\rindex_version\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x1a\n\x12\x65ncoder_arithmetic\x18\x06 \x01(\t*<\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\n\n\x06REJECT\x10\x02*\xa4\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\t\n\x05MATCH\x10\x01\x12\x0b\n\x07NO_FACE\x10\x02\x12\x12\n\x0eMULTIPLE_FACES\x10\x03\x12\x12\n\x0e\x46\x41\x43\x45_TOO_SMALL\x10\x04\x12\x0f\n\x0bLOW_QUALITY\x10\x05\x12\x0c\n\x08TOO_DARK\x10\x06\x12\x15\n\x11TRIGGER_NOT_HEARD\x10\x07\x12\x0c\n\x08NO_MATCH\x10\x08\x32\xc7\x03\n\x08\x46\x61\x63\x65Gate\x12\x45\n\x06\x45nroll\x12\x1a.facegate.v1.EnrollRequest\x1a\x1b.facegate.v1.EnrollResponse(\x01\x30\x01\x12V\n\rDeleteSubject\x12!.facegate.v1.DeleteSubjectRequest\x1a\".facegate.v1.DeleteSubjectResponse\x12\x41\n\x06Verify\x12\x1a.facegate.v1.VerifyRequest\x1a\x1b.facegate.v1.VerifyResponse\x12G\n\x08Identify\x12\x1c.facegate.v1.IdentifyRequest\x1a\x1d.facegate.v1.IdentifyResponse\x12\x44\n\x07\x43luster\x12\x1b.facegate.v1.ClusterRequest\x1a\x1c.facegate.v1.ClusterResponse\x12J\n\tGetStatus\x12\x1d.facegate.v1.GetStatusRequest\x1a\x1e.facegate.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'facegate.v1.facegate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=2114
-  _globals['_DECISION']._serialized_end=2174
-  _globals['_REASON']._serialized_start=2177
-  _globals['_REASON']._serialized_end=2341
+  _globals['_DECISION']._serialized_start=2300
+  _globals['_DECISION']._serialized_end=2360
+  _globals['_REASON']._serialized_start=2363
+  _globals['_REASON']._serialized_end=2527
   _globals['_ENROLLREQUEST']._serialized_start=43
   _globals['_ENROLLREQUEST']._serialized_end=113
   _globals['_DUPLICATEWARNING']._serialized_start=115
@@ -45,34 +45,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLRESPONSE_STATUS']._serialized_end=514
   _globals['_DELETESUBJECTREQUEST']._serialized_start=516
   _globals['_DELETESUBJECTREQUEST']._serialized_end=558
-  _globals['_DELETESUBJECTRESPONSE']._serialized_start=560
-  _globals['_DELETESUBJECTRESPONSE']._serialized_end=620
-  _globals['_STAGERESULT']._serialized_start=622
-  _globals['_STAGERESULT']._serialized_end=698
-  _globals['_VERIFYREQUEST']._serialized_start=700
-  _globals['_VERIFYREQUEST']._serialized_end=779
-  _globals['_VERIFYRESPONSE']._serialized_start=782
-  _globals['_VERIFYRESPONSE']._serialized_end=1073
-  _globals['_NEIGHBOUR']._serialized_start=1075
-  _globals['_NEIGHBOUR']._serialized_end=1124
-  _globals['_IDENTIFYREQUEST']._serialized_start=1126
-  _globals['_IDENTIFYREQUEST']._serialized_end=1198
-  _globals['_IDENTIFYRESPONSE']._serialized_start=1201
-  _globals['_IDENTIFYRESPONSE']._serialized_end=1557
-  _globals['_CLUSTERPHOTO']._serialized_start=1559
-  _globals['_CLUSTERPHOTO']._serialized_end=1602
-  _globals['_CLUSTERREQUEST']._serialized_start=1604
-  _globals['_CLUSTERREQUEST']._serialized_end=1674
-  _globals['_CLUSTERASSIGNMENT']._serialized_start=1676
-  _globals['_CLUSTERASSIGNMENT']._serialized_end=1763
-  _globals['_CENTROID']._serialized_start=1765
-  _globals['_CENTROID']._serialized_end=1791
-  _globals['_CLUSTERRESPONSE']._serialized_start=1794
-  _globals['_CLUSTERRESPONSE']._serialized_end=1937
-  _globals['_GETSTATUSREQUEST']._serialized_start=1939
-  _globals['_GETSTATUSREQUEST']._serialized_end=1957
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1960
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2112
-  _globals['_FACEGATE']._serialized_start=2344
-  _globals['_FACEGATE']._serialized_end=2799
+  _globals['_DELETESUBJECTRESPONSE']._serialized_start=561
+  _globals['_DELETESUBJECTRESPONSE']._serialized_end=729
+  _globals['_REMOVEDFROM']._serialized_start=731
+  _globals['_REMOVEDFROM']._serialized_end=806
+  _globals['_STAGERESULT']._serialized_start=808
+  _globals['_STAGERESULT']._serialized_end=884
+  _globals['_VERIFYREQUEST']._serialized_start=886
+  _globals['_VERIFYREQUEST']._serialized_end=965
+  _globals['_VERIFYRESPONSE']._serialized_start=968
+  _globals['_VERIFYRESPONSE']._serialized_end=1259
+  _globals['_NEIGHBOUR']._serialized_start=1261
+  _globals['_NEIGHBOUR']._serialized_end=1310
+  _globals['_IDENTIFYREQUEST']._serialized_start=1312
+  _globals['_IDENTIFYREQUEST']._serialized_end=1384
+  _globals['_IDENTIFYRESPONSE']._serialized_start=1387
+  _globals['_IDENTIFYRESPONSE']._serialized_end=1743
+  _globals['_CLUSTERPHOTO']._serialized_start=1745
+  _globals['_CLUSTERPHOTO']._serialized_end=1788
+  _globals['_CLUSTERREQUEST']._serialized_start=1790
+  _globals['_CLUSTERREQUEST']._serialized_end=1860
+  _globals['_CLUSTERASSIGNMENT']._serialized_start=1862
+  _globals['_CLUSTERASSIGNMENT']._serialized_end=1949
+  _globals['_CENTROID']._serialized_start=1951
+  _globals['_CENTROID']._serialized_end=1977
+  _globals['_CLUSTERRESPONSE']._serialized_start=1980
+  _globals['_CLUSTERRESPONSE']._serialized_end=2123
+  _globals['_GETSTATUSREQUEST']._serialized_start=2125
+  _globals['_GETSTATUSREQUEST']._serialized_end=2143
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2146
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2298
+  _globals['_FACEGATE']._serialized_start=2530
+  _globals['_FACEGATE']._serialized_end=2985
 # @@protoc_insertion_point(module_scope)

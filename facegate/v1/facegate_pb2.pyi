@@ -92,12 +92,30 @@ class DeleteSubjectRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
 
 class DeleteSubjectResponse(_message.Message):
-    __slots__ = ("subject_id", "removed")
+    __slots__ = ("subject_id", "removed", "removed_from", "deleted_at", "deleted_by", "receipt_id")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FROM_FIELD_NUMBER: _ClassVar[int]
+    DELETED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BY_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     removed: int
-    def __init__(self, subject_id: _Optional[str] = ..., removed: _Optional[int] = ...) -> None: ...
+    removed_from: _containers.RepeatedCompositeFieldContainer[RemovedFrom]
+    deleted_at: str
+    deleted_by: str
+    receipt_id: str
+    def __init__(self, subject_id: _Optional[str] = ..., removed: _Optional[int] = ..., removed_from: _Optional[_Iterable[_Union[RemovedFrom, _Mapping]]] = ..., deleted_at: _Optional[str] = ..., deleted_by: _Optional[str] = ..., receipt_id: _Optional[str] = ...) -> None: ...
+
+class RemovedFrom(_message.Message):
+    __slots__ = ("index_version", "templates", "index_name")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    templates: int
+    index_name: str
+    def __init__(self, index_version: _Optional[str] = ..., templates: _Optional[int] = ..., index_name: _Optional[str] = ...) -> None: ...
 
 class StageResult(_message.Message):
     __slots__ = ("name", "outcome", "score", "seconds")

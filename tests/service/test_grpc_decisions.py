@@ -244,7 +244,9 @@ def test_cli_cluster_delete_and_status(served, capsys, tmp_path):
     rc, [r] = cli(capsys, served, "status")
     assert rc == 0 and (r["subjects"], r["templates"], r["encoder_version"]) == (2, 2, VERSION)
     assert isinstance(r["index_version"], str) and r["index_version"]
+    status = r
     rc, [r] = cli(capsys, served, "delete", "--subject", "ann")
-    assert (rc, r) == (0, {"subject": "ann", "removed": 1})
+    assert (rc, r["subject"], r["removed"], r["deleted_by"]) == (0, "ann", 1, "local")
+    assert r["removed_from"] == [{"index_version": status["index_version"], "index_name": "index", "templates": 1}]
     rc, [r] = cli(capsys, served, "delete", "--subject", "ann")
     assert rc == 2 and r["error"]["code"] == "NOT_FOUND"

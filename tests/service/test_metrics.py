@@ -28,14 +28,21 @@ RED, ORANGE, BLUE, CYAN, GREEN = (photo(face(c)) for c in ("red", "orange", "blu
 NOBODY = photo()
 
 
-def scrape(server) -> dict[tuple[str, tuple], float]:
-    """GET /metrics over HTTP -> {(sample name, sorted labels): value}."""
+def scrape(server, settled: bool = True) -> dict[tuple[str, tuple], float]:
+    """GET /metrics over HTTP -> {(sample name, sorted labels): value}. A client can hear its answer
+    before the server's interceptor has finished counting the call: `settled` waits (up to 5 s) for
+    no call in flight first."""
     host, port = server.metrics.address
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
-        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            text = r.read().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        if not settled or samples.get(("facegate_inflight_requests", ())) == 0 or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.02)
 
 
 def value(samples, name, **labels) -> float | None:
@@ -149,7 +156,7 @@ def test_calls_in_flight_are_gauged_while_they_run(served, stub):
     call = stub.Verify.future(pb.VerifyRequest(subject_id="ann", image=RED), timeout=20)
     try:
         assert entered.wait(10)
-        assert value(scrape(served), "facegate_inflight_requests") == 1
+        assert value(scrape(served, settled=False), "facegate_inflight_requests") == 1
     finally:
         release.set()
     assert call.result().reason == pb.MATCH

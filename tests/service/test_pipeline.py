@@ -131,6 +131,6 @@ def test_audit_log_holds_no_photo_and_no_embedding(pipeline, faces, tmp_path):
     pipeline.identify(faces["reese"])
     text = (tmp_path / "audit.jsonl").read_text()
     lines = text.splitlines()
-    assert [__import__("json").loads(x)["rpc"] for x in lines] == ["Enroll", "Verify", "Identify"]
+    assert [__import__("json").loads(x)["event"] for x in lines] == ["Enroll", "Verify", "Identify"]
     assert len(text) < 3000            # a 128-d embedding alone would print as ~2,500 characters per line
     assert "vector" not in text and "image" not in text

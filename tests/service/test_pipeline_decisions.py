@@ -120,7 +120,7 @@ def test_a_photo_too_dark_is_refused_before_the_face_models(pipeline):
     assert stages(r) == [("daynight", "TOO_DARK")] and r.detail
     assert pipeline.embedder.calls == {"align": 0, "embed": 0}
     entry = audit(pipeline)[-1]
-    assert (entry["rpc"], entry["reason"], entry["faces"]) == ("Verify", "TOO_DARK", None)
+    assert (entry["event"], entry["reason"], entry["faces"]) == ("Verify", "TOO_DARK", None)
 
 
 def test_trigger_word_site_without_audio_runs_nothing_else(pipeline):
@@ -435,7 +435,7 @@ def test_cluster_errors(pipeline):
 # ---------------------------------------------------------------------------------- DeleteSubject
 def test_delete_removes_every_template_of_the_subject(pipeline):
     pipeline.enroll("ann", ORANGE)
-    assert pipeline.delete("ann") == 2
+    assert pipeline.delete("ann").removed == 2
     assert pipeline.status()["templates"] == 1
     with pytest.raises(NotFound):
         pipeline.verify("ann", RED)
@@ -444,8 +444,8 @@ def test_delete_removes_every_template_of_the_subject(pipeline):
         pipeline.delete("ann")
     with pytest.raises(InvalidArgument, match="empty"):
         pipeline.delete("")
-    deleted = [e for e in audit(pipeline) if e["rpc"] == "DeleteSubject"]
-    assert [(e["subject"], e["removed"]) for e in deleted] == [("ann", 2)]
+    deleted = [e for e in audit(pipeline) if e["event"] == "DeleteSubject"]
+    assert [(e["subject"], e["removed"]) for e in deleted] == [(pipeline.audit.pseudonym("ann"), 2)]
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -460,7 +460,7 @@ def test_malformed_verify_requests_are_errors_not_decisions(pipeline, subject, i
     with pytest.raises(error, match=match):
         pipeline.verify(subject, image)
     assert pipeline.embedder.calls == {"align": 0, "embed": 0}
-    assert all(e["rpc"] != "Verify" for e in audit(pipeline))
+    assert all(e["event"] != "Verify" for e in audit(pipeline))
 
 
 def test_a_photo_over_the_pixel_limit_is_invalid_argument(tmp_path):
@@ -474,7 +474,7 @@ def test_the_audit_records_decisions_without_photo_or_embedding(pipeline):
     pipeline.verify("ann", ORANGE)
     pipeline.identify(BLUE)
     entries = audit(pipeline)
-    assert [e["rpc"] for e in entries] == ["Enroll", "Enroll", "Verify", "Identify"]
+    assert [e["event"] for e in entries] == ["Enroll", "Enroll", "Verify", "Identify"]
     v = entries[2]
     assert (v["reason"], v["decision"], v["distance"], v["threshold"], v["encoder_version"]) == (
         "MATCH", "ACCEPT", 0.5, THRESHOLD, VERSION)

@@ -138,7 +138,8 @@ def test_enroll_verify_identify_delete(server, gallery, photos):
     r = c.identify(photos["stranger"][0].read_bytes())          # never enrolled
     assert r["subject"] is None and r["reason"] == "NO_MATCH"
 
-    assert c.delete(reese) == {"subject": reese, "removed": 1}
+    receipt = c.delete(reese)
+    assert (receipt["subject"], receipt["removed"], receipt["deleted_by"]) == (reese, 1, "local")
     with pytest.raises(RpcFailed) as e:
         c.verify(reese, photos[reese][1].read_bytes())
     assert e.value.code == "NOT_FOUND"
