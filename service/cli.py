@@ -165,7 +165,9 @@ def cmd_calibrate(a) -> int:
             res["plot"] = a.plot
     else:
         res = calibrate_day(emb, a.pairs, a.root, a.target_far, a.site, a.kind)
-    if a.data_dir:
+    if a.store:
+        res["written_to"] = str(write_to_data_folder(res, None, store=_shared_store(a.store).thresholds))
+    elif a.data_dir:
         res["written_to"] = str(write_to_data_folder(res, a.data_dir))
     if a.release:
         write_to_release(res, a.release)
@@ -188,17 +190,20 @@ def cmd_calibrate_enrolled(a) -> int:
 
     if not 0 < a.target_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
-    data = Path(a.data_dir)
-    if not data.is_dir():
+    if not (a.data_dir or a.store):
+        raise CliError("INVALID_ARGUMENT", "name the enrolled templates: --data-dir DIR or --store postgresql://...")
+    data = Path(a.data_dir) if not a.store else a.store
+    if not a.store and not data.is_dir():
         raise CliError("INVALID_ARGUMENT", f"--data-dir {data} is not a folder")
     try:   # the encoder's version and defaults only: no model is built
         meta = read_meta(a.checkpoint)
     except CheckpointError as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     version = meta.get("version", "unversioned")
+    dim = int(meta.get("config", {}).get("embedding_dim", 128))
     try:
-        store = TemplateStore(current_index_dir(data, create=False),
-                              dim=int(meta.get("config", {}).get("embedding_dim", 128)))
+        shared = _shared_store(a.store, dim) if a.store else None
+        store = shared.templates if shared else TemplateStore(current_index_dir(data, create=False), dim=dim)
     except FileNotFoundError as e:
         raise CliError("FAILED_PRECONDITION", f"no enrolled templates to calibrate on ({e}): enroll the site's "
                                               f"people first") from None
@@ -210,16 +215,16 @@ def cmd_calibrate_enrolled(a) -> int:
     finally:
         store.close()
     if not subjects and others:
-        raise CliError("FAILED_PRECONDITION", f"the templates of {data} were made by encoder {', '.join(others)}, "
+        raise CliError("FAILED_PRECONDITION", f"the templates of {shared.location if shared else data} were made by encoder {', '.join(others)}, "
                                               f"not {version}: calibrate with that --checkpoint, or reindex the "
                                               f"photo source with this one first")
     try:
-        thresholds = ThresholdStore(data)
+        thresholds = shared.thresholds if shared else ThresholdStore(data)
         previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta)
         res = calibrate_enrolled(vectors, subjects, a.target_far, previous)
         res = {"site": a.site, "kind": a.kind, "profile": "day", **res, "previous_source": source,
                "encoder_version": version}
-        res["written_to"] = str(write_enrolled(res, data))
+        res["written_to"] = str(write_enrolled(res, data, store=thresholds))
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
     except ThresholdError as e:
@@ -280,6 +285,25 @@ def cmd_compare(a) -> int:
 
 
 # ------------------------------------------------------------------------------ service commands
+def _shared_store(url: str, dim: int = 128):
+    """A CLI command's --store (PostgreSQL), open until the command exits."""
+    import atexit
+
+    from index.template_store import StoreError
+
+    from .errors import FacegateError
+    from .stores import open_stores_at
+
+    try:
+        stores = open_stores_at(store=url, dim=dim, follow=False)
+    except StoreError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    atexit.register(stores.close)
+    return stores
+
+
 def cmd_serve(a) -> int:
     import logging
 
@@ -289,7 +313,7 @@ def cmd_serve(a) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint, store=a.store)
     try:
         serve(settings)
     except FacegateError as e:
@@ -340,7 +364,11 @@ def cmd_site(a) -> int:
     wake only on the trigger word, and does Verify refuse a photo of several faces or judge the central one?"""
     from .sites import SiteError, SiteStore
 
-    store = SiteStore(a.data_dir)
+    if a.store:
+        stores = _shared_store(a.store)
+        store = stores.sites
+    else:
+        store = SiteStore(a.data_dir)
     changes = {}
     if a.trigger_word is not None:
         changes["trigger_word"] = a.trigger_word == "on"
@@ -508,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kind", default="verify", choices=["verify", "identify"],
                    help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
     c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
+    c.add_argument("--store", help="write it to the servers' PostgreSQL store (postgresql://...)")
     c.add_argument("--release", metavar="FILE",
                    help="make it the encoder's default in this release file (made a copy of --checkpoint when it "
                         "does not exist yet; the packaged checkpoint itself is never rewritten)")
@@ -530,8 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--target-far", type=float, required=True)
     ce.add_argument("--kind", default="verify", choices=["verify", "identify"],
                     help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
-    ce.add_argument("--data-dir", required=True,
+    ce.add_argument("--data-dir",
                     help="the server's data folder: its enrolled templates, and the thresholds store written")
+    ce.add_argument("--store", help="or the servers' PostgreSQL store (postgresql://...)")
     common(ce)
     ce.set_defaults(func=cmd_calibrate_enrolled)
 
@@ -540,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
     sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.add_argument("--store", help="postgresql://USER@HOST:PORT/DB: templates, thresholds, site policies and the "
+                                    "audit in PostgreSQL, shared by several serve replicas (default: the data "
+                                    "folder's files)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):
@@ -577,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("site", help="a site's policy: the trigger word; a photo of several faces")
     si.add_argument("site")
     si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
+    si.add_argument("--store", help="the servers' PostgreSQL store (postgresql://...) instead of a data folder")
     si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
     si.add_argument("--several-faces", choices=["refuse", "central-face"],
                     help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "

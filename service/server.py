@@ -20,14 +20,13 @@ from grpc_reflection.v1alpha import reflection
 from encoder.embedder import Embedder
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
-from index.template_store import TemplateStore
+from index.template_store import StoreError
 
-from .index_layout import current_index_dir
 from .errors import FailedPrecondition
-from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
+from .pipeline import Gates, Pipeline
 from .servicer import FaceGateServicer, request_id
 from .settings import Settings
-from .thresholds import ThresholdStore
+from .stores import Stores, check_encoder_versions, open_stores
 
 log = logging.getLogger("facegate.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceGate"].full_name
@@ -82,21 +81,28 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
 @dataclass
 class Deps:
     pipeline: Pipeline
+    stores: Stores | None = None
 
 
 def build_deps(settings: Settings) -> Deps:
-    """Load the encoder, open the data folder, and refuse a folder made by another encoder."""
+    """Load the encoder, open the stores (the data folder's files, or --store's database), and
+    refuse templates made by another encoder."""
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     embedder = Embedder.from_checkpoint(settings.checkpoint)
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
-    store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
-    check_encoder_versions(store, embedder.version)
-    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
-                        load_gates(settings))
-    return Deps(pipeline)
+    try:
+        stores = open_stores(settings, dim=embedder.embedding_dim)
+    except StoreError as e:
+        raise FailedPrecondition(str(e)) from None
+    try:
+        check_encoder_versions(stores.templates, embedder.version)
+        pipeline = Pipeline(settings, embedder, stores.templates, stores.thresholds, stores.audit,
+                            load_gates(settings), stores.sites)
+    except BaseException:
+        stores.close()
+        raise
+    return Deps(pipeline, stores)
 
 
 def load_gates(settings: Settings) -> Gates:
@@ -138,7 +144,7 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     status = deps.pipeline.status()
     log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
-             settings.data_dir)
+             deps.stores.location if deps.stores else settings.data_dir)
     if ready:
         ready(port)
     stop = asyncio.Event()
@@ -148,6 +154,8 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     await stop.wait()
     log.info("shutting down (grace %.1f s)", settings.grace_seconds)
     await server.stop(settings.grace_seconds)
+    if deps.stores:
+        deps.stores.close()
 
 
 def serve(settings: Settings, ready=None) -> None:
