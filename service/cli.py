@@ -409,9 +409,11 @@ def cmd_reindex(a) -> int:
     from .server import load_gates
     from .settings import Settings
 
+    if not (a.data_dir or a.store):
+        raise CliError("INVALID_ARGUMENT", "name the store to reindex: --data-dir DIR or --store postgresql://...")
     try:   # as Enroll when serving: the shipped day/night gate judges TOO_DARK
         summary = reindex(a.photo_dir, a.data_dir, a.checkpoint, a.name, switch=not a.no_switch,
-                          gates=load_gates(Settings(data_dir=a.data_dir)))
+                          gates=load_gates(Settings()), store_url=a.store)
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
     _emit(summary, a.json)
@@ -625,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     ri = sub.add_parser("reindex", help="upgrade: re-enroll a photo source with an encoder into a new index "
                                          "version, then switch to it atomically")
     ri.add_argument("photo_dir", help="the photo source: DIR/<subject_id>/<photos>")
-    ri.add_argument("--data-dir", required=True)
+    ri.add_argument("--data-dir", help="the data folder")
+    ri.add_argument("--store", help="or the servers' PostgreSQL store (postgresql://...): a new index version in it; "
+                                    "replicas serve it once restarted with the new encoder")
     ri.add_argument("--name", help="the new index version's name (default: the encoder version)")
     ri.add_argument("--no-switch", action="store_true", help="build it, but leave CURRENT as it is")
     common(ri)

@@ -335,3 +335,47 @@ def test_open_stores_at_gives_the_shared_kind(url):
         assert json.loads(next(stores.audit_lines.lines()))["prev"] == GENESIS
     finally:
         stores.close()
+
+
+# ------------------------------------------------------------------------------------ reindex
+@pytest.mark.slow
+def test_reindex_into_a_new_index_version_of_the_store_and_switch(url, lfw, tmp_path):
+    """The upgrade path on the shared store: the new encoder's index version is written beside
+    the old one's (a column), switched to in one statement; a replica of the other encoder is refused."""
+    import torch
+
+    from encoder.checkpoint import DEFAULT_CHECKPOINT, record_in_checkpoint
+    from service.errors import FailedPrecondition
+    from service.reindex import reindex
+    from service.server import build_deps
+    from service.settings import Settings
+
+    src = tmp_path / "id-photos"
+    for person, n in [("Abdullah_Gul", 2), ("Tom_Cruise", 1)]:
+        (src / person).mkdir(parents=True)
+        for p in sorted((lfw / "images" / person).glob("*.jpg"))[:n]:
+            (src / person / p.name).write_bytes(p.read_bytes())
+    new_ckpt = tmp_path / "new.pt"            # the same weights, other preprocessing: another encoder version
+    new_ckpt.write_bytes(DEFAULT_CHECKPOINT.read_bytes())
+    flip = torch.load(new_ckpt, weights_only=True)["preprocessing"].get("flip_average", False)
+    record_in_checkpoint(new_ckpt, flip_average=not flip, threshold=0.9, identify_threshold=0.8)
+
+    old = reindex(src, None, None, store_url=url)
+    assert old["accepted"] == 3 and old["switched"]
+    new = reindex(src, None, new_ckpt, store_url=url)
+    assert new["accepted"] == 3 and new["index"] != old["index"]
+    db = PgDatabase(url)
+    try:
+        assert db.current_index() == new["index"] and db.index_versions() == {old["index"]: 3, new["index"]: 3}
+        with pytest.raises(FailedPrecondition, match="facegate reindex PHOTO_DIR --store"):
+            build_deps(Settings(store=url))                      # the old encoder is refused now
+        deps = build_deps(Settings(store=url, checkpoint=new_ckpt))
+        try:
+            assert deps.pipeline.status()["templates"] == 3
+            assert deps.pipeline.status()["index_version"] == new["index"]
+        finally:
+            deps.stores.close()
+        db.switch_index(old["index"])                            # rollback is one switch
+        assert PgTemplateStore(db, follow=False).encoder_versions() == {old["encoder_version"]}
+    finally:
+        db.close()
