@@ -72,7 +72,7 @@ def open_stores_at(data_dir=None, store: str | None = None, dim: int = 128, foll
 
     if not is_pg_url(store):
         raise StoreError(f"--store must be a postgresql://USER@HOST:PORT/DBNAME URL (or omitted: the data "
-                         f"folder's files), got {store!r}")
+                         f"folder's files), got a {store.split('//', 1)[0]!r} URL")
     # the face-model workers, the listener's catch-up, and a spare
     db = PgDatabase(store, max_size=workers + 3)
     try:
