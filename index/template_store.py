@@ -59,6 +59,7 @@ class TemplateStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._init_schema()
             self.index_version = self._meta("index_version")
+            self._gen = int(self._meta("generation"))     # the generation the index holds
             self.index = self._rebuild()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable template database: {e}") from None
@@ -106,7 +107,12 @@ class TemplateStore:
         return self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
     def _bump(self):
+        """Count a write; the index holds it once applied, unless another process wrote before
+        (then `follow` diffs the ids at the next search)."""
+        gen = int(self._meta("generation"))
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        if gen == self._gen:
+            self._gen = gen + 1
 
     # ---------------------------------------------------------------------------- writes
     def add(self, subject: str, vector: np.ndarray, photo_sha256: str, encoder_version: str) -> AddResult:
@@ -192,7 +198,11 @@ class TemplateStore:
         return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
     def search(self, vector: np.ndarray, k: int, encoder_version: str) -> list[Neighbour]:
+        """The k nearest templates. Another process on this folder may have written since this
+        one built its index: the index first catches up with the rows (`follow`), and a hit whose
+        row is gone all the same is skipped, never a KeyError."""
         with self._lock:
+            self.follow()
             dist, ids = self.index.search(np.asarray(vector, np.float32).reshape(1, -1), k, tag=encoder_version)
             found = [(int(i), float(d)) for i, d in zip(ids[0], dist[0]) if i >= 0]
             if not found:
@@ -200,7 +210,30 @@ class TemplateStore:
             q = ",".join("?" * len(found))
             subj = dict(self._db.execute(f"SELECT id, subject FROM templates WHERE id IN ({q})",
                                          [i for i, _ in found]).fetchall())
-            return [Neighbour(i, subj[i], d) for i, d in found]
+            return [Neighbour(i, subj[i], d) for i, d in found if i in subj]
+
+    def follow(self) -> None:
+        """Catch the index up with rows another process wrote (one SELECT when none did): the
+        ids are diffed in one read transaction, what is new is added, what is gone removed."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                gen = int(self._meta("generation"))
+                if gen != self._gen:
+                    want = {r[0] for r in self._db.execute("SELECT id FROM templates")}
+                    have = set(self.index.ids().tolist())
+                    if have - want:
+                        self.index.remove(sorted(have - want))
+                    new = sorted(want - have)
+                    for i in range(0, len(new), 500):
+                        chunk = new[i:i + 500]
+                        for tid, tag, blob in self._db.execute(
+                                f"SELECT id, encoder_version, vector FROM templates WHERE id IN "
+                                f"({','.join('?' * len(chunk))})", chunk).fetchall():
+                            self.index.add([tid], np.frombuffer(blob, np.float32).reshape(1, -1), tag)
+                    self._gen = gen
+            finally:
+                self._db.execute("COMMIT")
 
     def encoder_versions(self) -> set[str]:
         with self._lock:

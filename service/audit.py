@@ -324,8 +324,11 @@ class AuditLog:
 def open_audit_lines(data_dir: str | Path | None = None, store: str | None = None) -> AuditLines:
     """The audit's storage: the data folder's `audit.jsonl`, or a store URL."""
     if store:
-        raise AuditError(f"the audit in store {store.split('@')[-1]!r} cannot be opened here: only the data "
-                         f"folder's audit (--data-dir) is supported by this build")
+        from .pg_store import PgAuditLines, is_pg_url
+
+        if not is_pg_url(store):
+            raise AuditError("--store must be a postgresql://USER@HOST:PORT/DBNAME URL")
+        return PgAuditLines.from_url(store)      # its own small pool: close() it when done
     if data_dir is None:
         raise ValueError("give the data folder (--data-dir) or a store (--store)")
     return FileAuditLines(Path(data_dir) / AUDIT_FILE)
@@ -335,8 +338,11 @@ def audit_key(data_dir: str | Path) -> bytes:
     return load_or_create_key(Path(data_dir) / KEY_FILE)
 
 
-def open_audit_log(data_dir: str | Path, store: str | None = None) -> AuditLog:
-    return AuditLog(open_audit_lines(data_dir, store), audit_key(data_dir))
+def open_audit_log(data_dir: str | Path | None, store: str | None = None) -> AuditLog:
+    """The audit of the data folder (its key in `audit.key`), or of a PostgreSQL store (its key in its
+    own table)."""
+    lines = open_audit_lines(data_dir, store)
+    return AuditLog(lines, lines.key() if store else audit_key(data_dir))
 
 
 # ---------------------------------------------------------------------------------- verification

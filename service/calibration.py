@@ -243,9 +243,10 @@ def calibrate_night_profile(embedder: Embedder, daynight: DayNightGate, pairs: s
 
 
 # ------------------------------------------------------------------------------ where they go
-def write_to_data_folder(res: dict, data_dir: str | Path) -> Path:
-    """A calibration's values into the data folder's thresholds store, for its site and profile."""
-    store = ThresholdStore(data_dir)
+def write_to_data_folder(res: dict, data_dir: str | Path | None, store: ThresholdStore | None = None) -> Path:
+    """A calibration's values into the data folder's thresholds store (or `store`: the shared
+    PostgreSQL one), for its site and profile."""
+    store = store or ThresholdStore(data_dir)
     version, site = res["encoder_version"], res["site"]
     if res["profile"] == "day":
         store.put(site, "day", res["threshold"], version, kind=res["kind"], far=res["far"], tar=res["tar"],
@@ -380,10 +381,10 @@ def threshold_in_force(store: ThresholdStore, site: str, kind: str, encoder_vers
     return (float(t), "encoder") if t is not None else (None, None)
 
 
-def write_enrolled(res: dict, data_dir: str | Path) -> Path:
+def write_enrolled(res: dict, data_dir: str | Path | None, store: ThresholdStore | None = None) -> Path:
     """calibrate_enrolled's result (with site, kind and encoder_version) into the data folder's
-    thresholds store, as the site's day threshold of that kind."""
-    store = ThresholdStore(data_dir)
+    thresholds store (or `store`), as the site's day threshold of that kind."""
+    store = store or ThresholdStore(data_dir)
     store.put(res["site"], "day", res["threshold"], res["encoder_version"], kind=res["kind"],
               far=res["far_on_enrolled"], tar=res["tar_on_enrolled"], target_far=res["target_far"],
               impostor_claims=res["impostor_claims"], genuine_claims=res["genuine_claims"], subjects=res["subjects"],

@@ -165,7 +165,9 @@ def cmd_calibrate(a) -> int:
             res["plot"] = a.plot
     else:
         res = calibrate_day(emb, a.pairs, a.root, a.target_far, a.site, a.kind)
-    if a.data_dir:
+    if a.store:
+        res["written_to"] = str(write_to_data_folder(res, None, store=_shared_store(a.store).thresholds))
+    elif a.data_dir:
         res["written_to"] = str(write_to_data_folder(res, a.data_dir))
     if a.release:
         write_to_release(res, a.release)
@@ -189,17 +191,20 @@ def cmd_calibrate_enrolled(a) -> int:
 
     if not 0 < a.target_far < 1:
         raise CliError("INVALID_ARGUMENT", f"--target-far must lie in (0, 1), got {a.target_far}")
-    data = Path(a.data_dir)
-    if not data.is_dir():
+    if not (a.data_dir or a.store):
+        raise CliError("INVALID_ARGUMENT", "name the enrolled templates: --data-dir DIR or --store postgresql://...")
+    data = Path(a.data_dir) if not a.store else a.store
+    if not a.store and not data.is_dir():
         raise CliError("INVALID_ARGUMENT", f"--data-dir {data} is not a folder")
     try:   # the encoder's version and defaults only: no model is built
         meta = read_meta(a.checkpoint)
     except CheckpointError as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     version = meta.get("version", "unversioned")
+    dim = int(meta.get("config", {}).get("embedding_dim", 128))
     try:
-        store = TemplateStore(current_index_dir(data, create=False),
-                              dim=int(meta.get("config", {}).get("embedding_dim", 128)))
+        shared = _shared_store(a.store, dim) if a.store else None
+        store = shared.templates if shared else TemplateStore(current_index_dir(data, create=False), dim=dim)
     except FileNotFoundError as e:
         raise CliError("FAILED_PRECONDITION", f"no enrolled templates to calibrate on ({e}): enroll the site's "
                                               f"people first") from None
@@ -211,17 +216,17 @@ def cmd_calibrate_enrolled(a) -> int:
     finally:
         store.close()
     if not subjects and others:
-        raise CliError("FAILED_PRECONDITION", f"the templates of {data} were made by encoder {', '.join(others)}, "
+        raise CliError("FAILED_PRECONDITION", f"the templates of {shared.location if shared else data} were made by encoder {', '.join(others)}, "
                                               f"not {version}: calibrate with that --checkpoint, or reindex the "
                                               f"photo source with this one first")
     try:
-        thresholds = ThresholdStore(data)
+        thresholds = shared.thresholds if shared else ThresholdStore(data)
         previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta,
                                               default_site=Settings().default_site)
         res = calibrate_enrolled(vectors, subjects, a.target_far, previous)
         res = {"site": a.site, "kind": a.kind, "profile": "day", **res, "previous_source": source,
                "encoder_version": version}
-        res["written_to"] = str(write_enrolled(res, data))
+        res["written_to"] = str(write_enrolled(res, data, store=thresholds))
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
     except ThresholdError as e:
@@ -282,6 +287,25 @@ def cmd_compare(a) -> int:
 
 
 # ------------------------------------------------------------------------------ service commands
+def _shared_store(url: str, dim: int = 128):
+    """A CLI command's --store (PostgreSQL), open until the command exits."""
+    import atexit
+
+    from index.template_store import StoreError
+
+    from .errors import FacegateError
+    from .stores import open_stores_at
+
+    try:
+        stores = open_stores_at(store=url, dim=dim, follow=False)
+    except StoreError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    atexit.register(stores.close)
+    return stores
+
+
 def cmd_serve(a) -> int:
     from .auth import check_listen, read_tls_dir
     from .errors import FacegateError
@@ -290,7 +314,8 @@ def cmd_serve(a) -> int:
 
     configure_logging()                   # JSON lines on stderr (service/logs.py)
     settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
-                             tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen)
+                             tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen,
+                             store=a.store)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -353,12 +378,16 @@ def cmd_site(a) -> int:
     from .thresholds import ThresholdError, ThresholdStore
 
     default = Settings().default_site
-    store = SiteStore(a.data_dir)
+    if a.store:
+        stores = _shared_store(a.store)
+        store, thresholds_store = stores.sites, stores.thresholds
+    else:
+        store, thresholds_store = SiteStore(a.data_dir), ThresholdStore(a.data_dir)
     try:
         if a.site is None:
             if a.trigger_word is not None or a.several_faces is not None:
                 raise CliError("INVALID_ARGUMENT", "name the site to change: facegate site SITE --trigger-word ...")
-            _emit({"default_site": default, "sites": sites_of_their_own(a.data_dir),
+            _emit({"default_site": default, "sites": sites_of_their_own(store, thresholds_store),
                    "sites_file": str(store.path)}, a.json)
             return 0
         changes = {}
@@ -369,7 +398,7 @@ def cmd_site(a) -> int:
         policy, source = store.in_force(a.site, default)
         if changes:     # a site's first policy of its own starts from the one its doors follow now
             policy, source = store.put(a.site, **{**asdict(policy), **changes}), a.site
-        thresholds = ThresholdStore(a.data_dir).own().get(a.site, [])
+        thresholds = thresholds_store.own().get(a.site, [])
     except (SiteError, ThresholdError) as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     _emit({"site": a.site, "trigger_word": policy.trigger_word, "several_faces": policy.several_faces,
@@ -419,9 +448,11 @@ def cmd_reindex(a) -> int:
     from .server import load_gates
     from .settings import Settings
 
+    if not (a.data_dir or a.store):
+        raise CliError("INVALID_ARGUMENT", "name the store to reindex: --data-dir DIR or --store postgresql://...")
     try:   # as Enroll when serving: the shipped day/night gate judges TOO_DARK
         summary = reindex(a.photo_dir, a.data_dir, a.checkpoint, a.name, switch=not a.no_switch,
-                          gates=load_gates(Settings(data_dir=a.data_dir)))
+                          gates=load_gates(Settings()), store_url=a.store)
     except FacegateError as e:
         raise CliError(e.code, e.message) from None
     _emit(summary, a.json)
@@ -438,16 +469,25 @@ def cmd_switch_index(a) -> int:
 
 def cmd_audit_verify(a) -> int:
     """Exit 0: the chain is intact; 1: a line was edited, removed or reordered (named); 2: an error."""
+    from index.template_store import StoreError
+
     from .audit import AuditError, open_audit_lines, verify_chain
+    from .errors import FacegateError
 
     if bool(a.data_dir) == bool(a.store):
         raise CliError("INVALID_ARGUMENT", "give one of --data-dir D (its audit.jsonl) or --store URL")
     if a.data_dir and not Path(a.data_dir).is_dir():
         raise CliError("INVALID_ARGUMENT", f"--data-dir {a.data_dir} is not a folder")
     try:
-        r = verify_chain(open_audit_lines(a.data_dir, a.store).lines(), expect=a.expect)
-    except AuditError as e:
+        lines = open_audit_lines(a.data_dir, a.store)
+        try:
+            r = verify_chain(lines.lines(), expect=a.expect)
+        finally:
+            getattr(lines, "close", lambda: None)()
+    except (AuditError, FacegateError) as e:
         raise CliError(e.code, e.message) from None
+    except StoreError as e:
+        raise CliError("FAILED_PRECONDITION", str(e)) from None
     _emit(r.to_json(), a.json)
     return 0 if r.intact else 1
 
@@ -600,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kind", default="verify", choices=["verify", "identify"],
                    help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
     c.add_argument("--data-dir", help="write the threshold to this data folder's thresholds store")
+    c.add_argument("--store", help="write it to the servers' PostgreSQL store (postgresql://...)")
     c.add_argument("--release", metavar="FILE",
                    help="make it the encoder's default in this release file (made a copy of --checkpoint when it "
                         "does not exist yet; the packaged checkpoint itself is never rewritten)")
@@ -622,8 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--target-far", type=float, required=True)
     ce.add_argument("--kind", default="verify", choices=["verify", "identify"],
                     help="identify: the stricter threshold of a 1:N search (calibrate it for a smaller FAR)")
-    ce.add_argument("--data-dir", required=True,
+    ce.add_argument("--data-dir",
                     help="the server's data folder: its enrolled templates, and the thresholds store written")
+    ce.add_argument("--store", help="or the servers' PostgreSQL store (postgresql://...)")
     common(ce)
     ce.set_defaults(func=cmd_calibrate_enrolled)
 
@@ -640,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "is an admin")
     sv.add_argument("--metrics-listen", metavar="HOST:PORT",
                     help="serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics endpoint)")
+    sv.add_argument("--store", help="postgresql://USER@HOST:PORT/DB: templates, thresholds, site policies and the "
+                                    "audit in PostgreSQL, shared by several serve replicas (default: the data "
+                                    "folder's files)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):
@@ -681,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("site", nargs="?", help="(omit: list the sites with their own; others follow the default "
                                             "site's)")
     si.add_argument("--data-dir", default="data", help="the server's data folder (default ./data)")
+    si.add_argument("--store", help="the servers' PostgreSQL store (postgresql://...) instead of a data folder")
     si.add_argument("--trigger-word", choices=["on", "off"], help="require the word \"activate\" (omit: show)")
     si.add_argument("--several-faces", choices=["refuse", "central-face"],
                     help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "
@@ -714,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     ri = sub.add_parser("reindex", help="upgrade: re-enroll a photo source with an encoder into a new index "
                                          "version, then switch to it atomically")
     ri.add_argument("photo_dir", help="the photo source: DIR/<subject_id>/<photos>")
-    ri.add_argument("--data-dir", required=True)
+    ri.add_argument("--data-dir", help="the data folder")
+    ri.add_argument("--store", help="or the servers' PostgreSQL store (postgresql://...): a new index version in it; "
+                                    "replicas serve it once restarted with the new encoder")
     ri.add_argument("--name", help="the new index version's name (default: the encoder version)")
     ri.add_argument("--no-switch", action="store_true", help="build it, but leave CURRENT as it is")
     common(ri)

@@ -20,3 +20,8 @@ class NotFound(FacegateError):
 
 class FailedPrecondition(FacegateError):
     code = "FAILED_PRECONDITION"
+
+
+class Unavailable(FacegateError):
+    """A store the server needs cannot be reached now (the client may try again)."""
+    code = "UNAVAILABLE"

@@ -263,6 +263,8 @@ class Pipeline:
         else:
             t1 = time.perf_counter()
             d = self.store.subject_distances(subject, v, self.version)
+            if d.size == 0 and not self.store.has_subject(subject):    # deleted a moment ago (another replica)
+                raise NotFound(f"subject {subject!r} is not enrolled")
             if d.size == 0:
                 raise FailedPrecondition(f"subject {subject!r} has no template of encoder {self.version}: re-enroll")
             distance = float(d.min())

@@ -18,17 +18,15 @@ from grpc_reflection.v1alpha import reflection
 from encoder.embedder import Embedder
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
-from index.template_store import TemplateStore
+from index.template_store import StoreError
 
 from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
-from .index_layout import current_index_dir
 from .errors import FailedPrecondition
-from .audit import open_audit_log
 from .metrics import Metrics, RequestInterceptor
-from .pipeline import Gates, Pipeline, check_encoder_versions
+from .pipeline import Gates, Pipeline
 from .servicer import FaceGateServicer
 from .settings import Settings
-from .thresholds import ThresholdStore
+from .stores import Stores, check_encoder_versions, open_stores
 
 log = logging.getLogger("facegate.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceGate"].full_name
@@ -38,10 +36,12 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceGate"].full_name
 class Deps:
     pipeline: Pipeline
     metrics: Metrics | None = None     # served at settings.metrics_listen (create_server starts it if need be)
+    stores: Stores | None = None
 
 
 def build_deps(settings: Settings) -> Deps:
-    """Load the encoder, open the data folder, and refuse a folder made by another encoder."""
+    """Load the encoder, open the stores (the data folder's files, or --store's database), and
+    refuse templates made by another encoder."""
     metrics = Metrics() if settings.metrics_listen else None
     if metrics:           # before the models load: a metrics port in use stops the start at once
         metrics.start_http(settings.metrics_listen)
@@ -49,14 +49,20 @@ def build_deps(settings: Settings) -> Deps:
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     embedder = Embedder.from_checkpoint(settings.checkpoint)
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
-    store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
-    check_encoder_versions(store, embedder.version)
-    pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), open_audit_log(data), load_gates(settings))
+    try:
+        stores = open_stores(settings, dim=embedder.embedding_dim)
+    except StoreError as e:
+        raise FailedPrecondition(str(e)) from None
+    try:
+        check_encoder_versions(stores.templates, embedder.version)
+        pipeline = Pipeline(settings, embedder, stores.templates, stores.thresholds, stores.audit,
+                            load_gates(settings), stores.sites)
+    except BaseException:
+        stores.close()
+        raise
     if metrics:
         metrics.attach(pipeline)
-    return Deps(pipeline, metrics)
+    return Deps(pipeline, metrics, stores)
 
 
 def load_gates(settings: Settings) -> Gates:
@@ -111,7 +117,8 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     status = deps.pipeline.status()
     log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s, %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
-             settings.data_dir, f"mutual TLS ({settings.tls_dir})" if settings.tls_dir else "no TLS (local admin)")
+             deps.stores.location if deps.stores else settings.data_dir,
+             f"mutual TLS ({settings.tls_dir})" if settings.tls_dir else "no TLS (local admin)")
     if deps.metrics and deps.metrics.address:
         log.info("metrics on http://%s:%d/metrics", *deps.metrics.address)
     if ready:
@@ -128,6 +135,8 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     await server.stop(settings.grace_seconds)
     if deps.metrics:
         await asyncio.to_thread(deps.metrics.stop_http)
+    if deps.stores:
+        deps.stores.close()
     log.info("stopped")
 
 

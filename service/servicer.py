@@ -31,6 +31,7 @@ STATUS = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "INTERNAL": grpc.StatusCode.INTERNAL,
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
 }
 ENROLL_STATUS = {"ACCEPTED": pb.EnrollResponse.ACCEPTED, "ALREADY_ENROLLED": pb.EnrollResponse.ALREADY_ENROLLED,
                  "REJECTED": pb.EnrollResponse.REJECTED}

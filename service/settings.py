@@ -13,6 +13,7 @@ class Settings(BaseSettings):
 
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path("data")
+    store: str | None = None                  # postgresql://... shared by replicas; None: data_dir's files
     checkpoint: Path | None = None            # None: the encoder that ships with facegate
     default_site: str = "default"
     identify_k: int = Field(5, ge=1, le=100)

@@ -34,10 +34,10 @@ class SitePolicy:
             raise SiteError(f"several_faces must be one of {', '.join(SEVERAL_FACES)}, got {self.several_faces!r}")
 
 
-def sites_of_their_own(data_dir: str | Path) -> list[dict]:
-    """Which sites have a policy or thresholds of their own in a data folder (every other site
-    follows the default site's): [{"site", "policy": bool, "thresholds": [keys]}], by name."""
-    policies, thresholds = SiteStore(data_dir).own(), ThresholdStore(data_dir).own()
+def sites_of_their_own(sites: "SiteStore", thresholds: ThresholdStore) -> list[dict]:
+    """Which sites have a policy or thresholds of their own in a store (every other site follows
+    the default site's): [{"site", "policy": bool, "thresholds": [keys]}], by name."""
+    policies, thresholds = sites.own(), thresholds.own()
     return [{"site": s, "policy": s in policies, "thresholds": thresholds.get(s, [])}
             for s in sorted({*policies, *thresholds})]
 
