@@ -217,6 +217,7 @@ class RunRecord:
     max_in_flight: int = 0
     max_send_lag: float = 0.0       # open loop: the latest any request left after its scheduled time
     elapsed: float = 0.0
+    cpu_seconds: float = 0.0        # this process's CPU time during the run (the generator's own cost)
 
 
 def build_requests(photos: list[Photo], config: LoadConfig):
@@ -316,7 +317,7 @@ class _Load:
                 show()
 
     async def run(self) -> RunRecord:
-        self.t0 = time.perf_counter()
+        self.t0, cpu0 = time.perf_counter(), time.process_time()
         ticker = asyncio.create_task(self.show_progress())
         try:
             tasks = await (self.open_loop() if self.config.rate else self.closed_loop())
@@ -326,6 +327,7 @@ class _Load:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             self.record.elapsed = self.now()
+            self.record.cpu_seconds = time.process_time() - cpu0
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
@@ -399,6 +401,7 @@ def summarise(record: RunRecord, config: LoadConfig, photos: int = 0, frames: st
         "unanswered": sum(t >= config.warmup_s for t in record.unanswered),
         "sent": record.sent,
         "max_in_flight": record.max_in_flight,
+        "client_cpu_ms_per_request": round(record.cpu_seconds * 1000 / max(1, record.sent), 2),
         "deadline_ms": config.deadline_ms,
         "photos": photos,
         "frames": frames,

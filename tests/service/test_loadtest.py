@@ -231,7 +231,12 @@ def test_cli_loadtest_prints_json_and_writes_the_plot(served, photos_dir, tmp_pa
     assert out["requests"] > 0 and out["frames"] == "320x240" and out["plot"] == str(png)
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "loadtest verify" in r.stderr            # the progress bar
+    assert out["client_cpu_ms_per_request"] < 10    # the generator is light: no image work per request
     bad = subprocess.run([sys.executable, "-m", "service.cli", "loadtest", "--server", served.address, "--frames",
                           "640", "--photos", str(photos_dir), "--json"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["code"] == "INVALID_ARGUMENT"
+    half_tls = subprocess.run([sys.executable, "-m", "service.cli", "loadtest", "--server", served.address,
+                               "--tls-dir", str(tmp_path), "--photos", str(photos_dir), "--json"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    assert half_tls.returncode == 2 and "--client" in json.loads(half_tls.stdout)["error"]["message"]
