@@ -442,6 +442,36 @@ def cmd_enroll(a) -> int:
     return 0
 
 
+def cmd_loadtest(a) -> int:
+    """Cameras hammering a running server (service/loadtest.py): throughput, latency, errors, stages."""
+    import asyncio
+
+    from .errors import FacegateError
+    from .loadtest import LoadConfig, default_photos, load_photos, parse_size, plot, run_load, summarise, to_frames
+
+    config = LoadConfig(rpc=a.rpc, cameras=a.cameras, seconds=a.seconds, rate=a.rate, subject=a.subject,
+                        deadline_ms=a.deadline_ms, warmup_s=a.warmup, site=a.site or "")
+    try:
+        config.check()
+        size = parse_size(a.frames) if a.frames else None
+        photos = load_photos(a.photos, a.max_photos) if a.photos else default_photos()
+        if size:
+            photos = to_frames(photos, size)
+        record = asyncio.run(run_load(a.server, photos, config, a.tls_dir, a.client))
+    except FacegateError as e:
+        raise CliError(e.code, e.message) from None
+    summary = summarise(record, config, photos=len(photos), frames=a.frames)
+    if summary["errors"].get("NOT_FOUND"):
+        print(f"loadtest: {summary['errors']['NOT_FOUND']} Verify requests claimed a subject that is not enrolled: "
+              f"enroll it first (`facegate enroll DIR --server {a.server}`) or name one with --subject",
+              file=sys.stderr)
+    if a.plot:
+        plot(record, config, summary, a.plot)
+        summary["plot"] = a.plot
+    _emit(summary, a.json)
+    return 0
+
+
 def cmd_reindex(a) -> int:
     from .errors import FacegateError
     from .reindex import reindex
@@ -752,6 +782,31 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--force", action="store_true", help="replace an existing NAME.crt/NAME.key (renewal)")
     cu.add_argument("--json", action="store_true")
     cu.set_defaults(func=cmd_certs)
+    lt = sub.add_parser("loadtest", help="load a running server: N cameras (closed loop) or R requests/s (open "
+                                         "loop) of Verify, Identify or a mix; latency, throughput, errors")
+    lt.add_argument("--rpc", choices=["verify", "identify", "mix"], default="verify",
+                    help="mix: Verify and Identify in turn")
+    lt.add_argument("--cameras", type=int, default=1, help="closed loop: cameras, each sending its next request "
+                                                          "when the answer arrives (default 1)")
+    lt.add_argument("--seconds", type=float, default=10.0, help="measured seconds, after the warm-up (default 10)")
+    lt.add_argument("--rate", type=float, help="open loop: requests per second in all, each timed from its "
+                                               "scheduled send time")
+    lt.add_argument("--photos", metavar="DIR", help="photos to send, DIR/<subject>/<photo> (default: a few LFW "
+                                                     "photos under $FACEGATE_DATA or ../shared/data)")
+    lt.add_argument("--max-photos", type=int, default=100, help="at most this many of --photos, drawn at random")
+    lt.add_argument("--frames", metavar="WxH", help="paste each photo into a camera frame of this size (face "
+                                                     "150-200 px), encoded as JPEG once before the run")
+    lt.add_argument("--subject", help="the id claimed in Verify (default: each photo's folder name); it must be "
+                                      "enrolled (`facegate enroll`), else the answers are NOT_FOUND errors")
+    lt.add_argument("--site", help="the site named in each request")
+    lt.add_argument("--deadline-ms", type=float, help="the gRPC deadline of each request (default: none)")
+    lt.add_argument("--warmup", type=float, default=1.0, help="seconds sent first and not counted (default 1)")
+    lt.add_argument("--plot", metavar="P.png", help="write latency over time and its histogram to this PNG")
+    lt.add_argument("--tls-dir", help="mutual TLS: the folder of ca.crt and the --client certificate")
+    lt.add_argument("--client", help="mutual TLS: the client certificate's name (NAME.crt, NAME.key)")
+    lt.add_argument("--server", required=True, help="HOST:PORT of a running facegate serve")
+    lt.add_argument("--json", action="store_true", help="JSON only on stdout")
+    lt.set_defaults(func=cmd_loadtest)
 
     st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
     client(st)
