@@ -37,6 +37,8 @@ def erase_subject(store: TemplateStore, data_dir: Path, subject: str) -> list[Re
     """Remove `subject` from the other index versions first, then from the one being served
     (so a failure half-way leaves it findable, and the request can be repeated) -> where
     templates were removed, the served version first."""
+    if hasattr(store, "erase_subject"):          # a shared store (service/pg_store.py): every version at once
+        return [RemovedFrom(version, version, n) for version, n in store.erase_subject(subject)]
     removed = []
     for folder in other_index_folders(data_dir, store.folder):
         try:

@@ -297,12 +297,29 @@ class PgTemplateStore:
                 self._stop.wait(backoff)
 
     # ------------------------------------------------------------------ writes
-    def _write(self, conn, op: str, ids: list[int]) -> int:
+    def _write(self, conn, op: str, ids: list[int], index_version: str | None = None) -> int:
+        version = index_version or self.index_version
         gen = int(conn.execute("UPDATE facegate_meta SET value = (value::bigint + 1)::text "
                                "WHERE key = 'generation' RETURNING value").fetchone()[0])
         conn.execute("SELECT pg_notify(%s, %s)",
-                     (CHANNEL, json.dumps({"g": gen, "v": self.index_version, "op": op, "ids": ids})))
+                     (CHANNEL, json.dumps({"g": gen, "v": version, "op": op, "ids": ids})))
         return gen
+
+    def erase_subject(self, subject: str) -> list[tuple[str, int]]:
+        """Remove a subject from every index version of the store, in one transaction ->
+        [(index_version, templates removed)], the served version first. Each version's removal is
+        its own generation, so a replica serving any version follows it."""
+        with self.db.connection() as conn, _op_error(self.db):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_TEMPLATES,))
+            by_version: dict[str, list[int]] = {}
+            for tid, version in conn.execute("DELETE FROM facegate_templates WHERE subject = %s "
+                                             "RETURNING id, index_version", (subject,)):
+                by_version.setdefault(version, []).append(tid)
+            order = sorted(by_version, key=lambda v: (v != self.index_version, v))
+            gens = [(self._write(conn, "del", by_version[v], v), v) for v in order]
+        for gen, v in gens:
+            self._apply(gen, v, "del", by_version[v])
+        return [(v, len(by_version[v])) for v in order]
 
     def add(self, subject: str, vector: np.ndarray, photo_sha256: str, encoder_version: str) -> AddResult:
         """Durable when it returns (committed). The same photo for the same subject is not added twice."""

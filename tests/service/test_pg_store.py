@@ -146,6 +146,19 @@ def test_index_versions_are_a_column_and_the_switch_is_one_statement(db):
     assert PgTemplateStore(db, follow=False).encoder_versions() == {"enc-2"}
 
 
+def test_erasure_removes_a_subject_from_every_index_version(db):
+    served = PgTemplateStore(db, follow=False)
+    served.add("alice", unit(1), "sha-a", "enc-1")
+    served.add("alice", unit(2), "sha-b", "enc-1")
+    served.add("bob", unit(3), "sha-c", "enc-1")
+    older = PgTemplateStore(db, index_version="enc-0", follow=False)
+    older.add("alice", unit(4), "sha-a", "enc-0")
+    assert served.erase_subject("alice") == [("initial", 2), ("enc-0", 1)]      # the served version first
+    assert db.index_versions() == {"initial": 1}
+    assert [n.subject for n in served.search(unit(1), 3, "enc-1")] == ["bob"]
+    assert served.erase_subject("alice") == []
+
+
 def test_every_replica_follows_an_enrollment_within_2_s_and_a_delete_never_fails_it(url):
     a_db, b_db = PgDatabase(url), PgDatabase(url)
     a, b = PgTemplateStore(a_db), PgTemplateStore(b_db)
