@@ -22,6 +22,7 @@ from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
+from .device import describe, resolve_device
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
@@ -86,20 +87,22 @@ class Deps:
 
 def build_deps(settings: Settings) -> Deps:
     """Load the encoder, open the data folder, and refuse a folder made by another encoder."""
+    device = resolve_device(settings.device)      # first: without the GPU asked for, nothing else is done
+    log.info("face models and gates on %s", describe(device))
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    embedder = Embedder.from_checkpoint(settings.checkpoint)
+    embedder = Embedder.from_checkpoint(settings.checkpoint, device=device)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
     check_encoder_versions(store, embedder.version)
     pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
-                        load_gates(settings))
+                        load_gates(settings, device))
     return Deps(pipeline)
 
 
-def load_gates(settings: Settings) -> Gates:
+def load_gates(settings: Settings, device: str | torch.device = "cpu") -> Gates:
     """The day/night gate and the trigger-word detector (their shipped checkpoints unless the
     settings name others); a checkpoint that is missing or broken stops the start with its name."""
     if not settings.gates:
@@ -108,8 +111,8 @@ def load_gates(settings: Settings) -> Gates:
     from gates.trigger_word import TriggerWordGate
 
     try:
-        return Gates(daynight=DayNightGate.load(settings.daynight_checkpoint),
-                     trigger_word=TriggerWordGate.load(settings.trigger_checkpoint))
+        return Gates(daynight=DayNightGate.load(settings.daynight_checkpoint, device=device),
+                     trigger_word=TriggerWordGate.load(settings.trigger_checkpoint, device=device))
     except (OSError, ValueError) as e:
         raise FailedPrecondition(f"cannot load a gate: {e}") from None
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
     grace_seconds: float = 5.0
+    # where the face models and the gates run: cpu, cuda (cuda:N), or auto (cuda when there is one)
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
