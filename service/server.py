@@ -23,6 +23,7 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
 from .device import describe, resolve_device
+from .health import HealthPort
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
@@ -138,6 +139,13 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
 
 async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     server, port = await create_server(settings, deps)
+    probes = HealthPort(settings.health_listen, (SERVICE_NAME,)) if settings.health_listen else None
+    if probes:
+        try:
+            log.info("grpc.health.v1 alone, in plaintext, on port %d (--health-listen)", await probes.start())
+        except FailedPrecondition:
+            await server.stop(None)
+            raise
     status = deps.pipeline.status()
     log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
@@ -150,7 +158,11 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down (grace %.1f s)", settings.grace_seconds)
+    if probes:
+        await probes.draining()
     await server.stop(settings.grace_seconds)
+    if probes:
+        await probes.stop()
 
 
 def serve(settings: Settings, ready=None) -> None:

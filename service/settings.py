@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     grace_seconds: float = 5.0
     # where the face models and the gates run: cpu, cuda (cuda:N), or auto (cuda when there is one)
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    # HOST:PORT of a plaintext port that answers only grpc.health.v1 (orchestrators' probes, which
+    # cannot present a client certificate); None: health is asked on the service's own port only
+    health_listen: str | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
