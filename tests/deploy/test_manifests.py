@@ -71,19 +71,29 @@ def test_the_build_context_holds_what_the_images_copy_and_no_more(name):
 
 
 @pytest.mark.slow        # builds facegate's wheel
-def test_the_wheel_carries_the_shipped_weights(tmp_path):
-    """What `./dev install` puts in the image: the encoder's and the gates' weights inside."""
+def test_the_build_context_makes_a_wheel_with_the_shipped_weights(tmp_path):
+    """What `./dev install` builds in the image, from just what the Dockerfiles copy: the encoder's
+    and the gates' weights inside."""
+    import shutil
     import sys
     import zipfile
 
+    context = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md", "dev", *PACKAGES):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy2(src, context / name)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                        "-w", str(tmp_path / "dist"), str(context)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    [wheel] = tmp_path.glob("facegate-*.whl")
+    [wheel] = (tmp_path / "dist").glob("facegate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "encoder/weights/default.pt" in names
     assert {"gates/weights/daynight.pt", "gates/weights/trigger_word.pt"} <= names
-    assert "facegate/v1/facegate_pb2.py" in names and "service/cli.py" in names
+    assert "facegate/v1/facegate_pb2.py" in names and "service/cli.py" in names and "service/health.py" in names
 
 
 # ---------------------------------------------------------------------------------- Kubernetes
