@@ -26,8 +26,9 @@ def save_gate(path: str | Path, fmt: str, model_args: dict, model: nn.Module, **
                  "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, **meta}, path)
 
 
-def load_gate(path: Path, fmt: str, net_cls: type[nn.Module], what: str) -> tuple[nn.Module, dict]:
-    """-> (the network in eval mode, the checkpoint without its weights)."""
+def load_gate(path: Path, fmt: str, net_cls: type[nn.Module], what: str,
+              device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """-> (the network in eval mode, on `device`, the checkpoint without its weights)."""
     if not path.exists():
         raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -35,4 +36,4 @@ def load_gate(path: Path, fmt: str, net_cls: type[nn.Module], what: str) -> tupl
         raise ValueError(f"{path} is not a {fmt} checkpoint")
     model = net_cls(**ckpt["model_args"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
-    return model.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(device).eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}

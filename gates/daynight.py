@@ -103,13 +103,17 @@ class DayNightGate:
         return h.hexdigest()[:16]
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "DayNightGate":
-        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, DayNightNet, "day/night"))
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "DayNightGate":
+        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, DayNightNet, "day/night", device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @torch.inference_mode()
     def predict_batch(self, imgs: list[np.ndarray]) -> list[DayNightResult]:
         small = np.stack([to_input(i) for i in imgs])
-        p = torch.sigmoid(self.model(to_tensor(small))).numpy()
+        p = torch.sigmoid(self.model(to_tensor(small).to(self.device))).cpu().numpy()
         out = []
         for img, pn in zip(imgs, p):
             light = light_level(img)

@@ -157,8 +157,13 @@ class TriggerWordGate:
         self.min_gap_steps = int(meta.get("min_gap_steps", 0))     # firing runs this close are one event
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "TriggerWordGate":
-        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, TriggerNet, "trigger-word"))
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "TriggerWordGate":
+        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, TriggerNet, "trigger-word",
+                              device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
@@ -166,7 +171,7 @@ class TriggerWordGate:
         short = CONV_KERNEL * HOP - len(audio)
         if short > 0:
             audio = np.pad(audio, (0, short))
-        return torch.sigmoid(self.model(spectrogram(audio)[None]))[0].numpy()
+        return torch.sigmoid(self.model(spectrogram(audio)[None].to(self.device)))[0].cpu().numpy()
 
     def predict(self, wav: bytes | str | Path) -> list[Event]:
         return events(self.probabilities(load_wav(wav)), self.threshold, self.min_gap_steps)

@@ -315,7 +315,7 @@ def cmd_serve(a) -> int:
     configure_logging()                   # JSON lines on stderr (service/logs.py)
     settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
                              tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen,
-                             store=a.store)
+                             store=a.store, device=a.device, health_listen=a.health_listen)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -332,6 +332,15 @@ def _client(a):
     from .client import Client
 
     return Client(a.server, timeout=a.timeout, tls_dir=a.tls_dir, client=a.client)
+
+
+def cmd_health(a) -> int:
+    """The standard grpc.health.v1 Check: exit 0 SERVING, 1 any other answer, 2 no answer."""
+    from .health import SERVING, check
+
+    status = check(a.server, a.service, a.timeout, getattr(a, "tls_dir", None), getattr(a, "client", None))
+    _emit({"server": a.server, "service": a.service, "status": status}, a.json)
+    return 0 if status == SERVING else 1
 
 
 def _read(path: str) -> bytes:
@@ -715,6 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--store", help="postgresql://USER@HOST:PORT/DB: templates, thresholds, site policies and the "
                                     "audit in PostgreSQL, shared by several serve replicas (default: the data "
                                     "folder's files)")
+    sv.add_argument("--device", choices=["cpu", "cuda", "auto"],
+                    help="where the face models and gates run (default cpu; auto: cuda when there is a GPU)")
+    sv.add_argument("--health-listen", metavar="HOST:PORT",
+                    help="also answer grpc.health.v1 (only) in plaintext here, for probes without a certificate")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):
@@ -811,6 +824,14 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="subjects, templates, encoder and index versions")
     client(st)
     st.set_defaults(func=cmd_status)
+    he = sub.add_parser("health", help="the server's grpc.health.v1 status: exit 0 SERVING, 1 not serving, 2 error")
+    he.add_argument("--service", default="", help="a service name (default \"\": the server as a whole)")
+    client(he)
+    he.set_defaults(func=cmd_health, timeout=5.0)
+    for flag, help_ in (("--tls-dir", "the CA folder (ca.crt, NAME.crt, NAME.key) for mutual TLS"),
+                        ("--client", "the name of the client certificate in --tls-dir")):
+        if flag not in he._option_string_actions:      # every client command's, where they have them
+            he.add_argument(flag, help=help_)
 
     ri = sub.add_parser("reindex", help="upgrade: re-enroll a photo source with an encoder into a new index "
                                          "version, then switch to it atomically")

@@ -21,6 +21,8 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import StoreError
 
 from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
+from .device import describe, resolve_device
+from .health import HealthPort
 from .errors import FailedPrecondition
 from .metrics import Metrics, RequestInterceptor
 from .pipeline import Gates, Pipeline
@@ -45,10 +47,12 @@ def build_deps(settings: Settings) -> Deps:
     metrics = Metrics() if settings.metrics_listen else None
     if metrics:           # before the models load: a metrics port in use stops the start at once
         metrics.start_http(settings.metrics_listen)
+    device = resolve_device(settings.device)      # first: without the GPU asked for, nothing else is done
+    log.info("face models and gates on %s", describe(device))
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    embedder = Embedder.from_checkpoint(settings.checkpoint)
+    embedder = Embedder.from_checkpoint(settings.checkpoint, device=device)
     try:
         stores = open_stores(settings, dim=embedder.embedding_dim)
     except StoreError as e:
@@ -56,7 +60,7 @@ def build_deps(settings: Settings) -> Deps:
     try:
         check_encoder_versions(stores.templates, embedder.version)
         pipeline = Pipeline(settings, embedder, stores.templates, stores.thresholds, stores.audit,
-                            load_gates(settings), stores.sites)
+                            load_gates(settings, device), stores.sites)
     except BaseException:
         stores.close()
         raise
@@ -65,7 +69,7 @@ def build_deps(settings: Settings) -> Deps:
     return Deps(pipeline, metrics, stores)
 
 
-def load_gates(settings: Settings) -> Gates:
+def load_gates(settings: Settings, device: str | torch.device = "cpu") -> Gates:
     """The day/night gate and the trigger-word detector (their shipped checkpoints unless the
     settings name others); a checkpoint that is missing or broken stops the start with its name."""
     if not settings.gates:
@@ -74,8 +78,8 @@ def load_gates(settings: Settings) -> Gates:
     from gates.trigger_word import TriggerWordGate
 
     try:
-        return Gates(daynight=DayNightGate.load(settings.daynight_checkpoint),
-                     trigger_word=TriggerWordGate.load(settings.trigger_checkpoint))
+        return Gates(daynight=DayNightGate.load(settings.daynight_checkpoint, device=device),
+                     trigger_word=TriggerWordGate.load(settings.trigger_checkpoint, device=device))
     except (OSError, ValueError) as e:
         raise FailedPrecondition(f"cannot load a gate: {e}") from None
 
@@ -114,6 +118,13 @@ async def create_server(settings: Settings, deps: Deps,
 async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     health_servicer = health.aio.HealthServicer()
     server, port = await create_server(settings, deps, health_servicer)
+    probes = HealthPort(settings.health_listen, (SERVICE_NAME,)) if settings.health_listen else None
+    if probes:
+        try:
+            log.info("grpc.health.v1 alone, in plaintext, on port %d (--health-listen)", await probes.start())
+        except FailedPrecondition:
+            await server.stop(None)
+            raise
     status = deps.pipeline.status()
     log.info("facegate serving on port %d: encoder %s (%s), %d subjects, %d templates, data %s, %s", port,
              status["encoder_version"], deps.pipeline.embedder.arithmetic, status["subjects"], status["templates"],
@@ -128,11 +139,16 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    # readiness first: health checks answer NOT_SERVING ("" and FaceGate) from now on, and the
-    # Watch streams of load balancers hear it, while the calls in flight finish within the grace
+    # readiness first: health checks answer NOT_SERVING ("" and FaceGate) from now on, on the service's
+    # port and the probes' port, and the Watch streams of load balancers hear it, while the calls in
+    # flight finish within the grace
     await health_servicer.enter_graceful_shutdown()
+    if probes:
+        await probes.draining()
     log.info("shutting down (grace %.1f s): health NOT_SERVING", settings.grace_seconds)
     await server.stop(settings.grace_seconds)
+    if probes:
+        await probes.stop()
     if deps.metrics:
         await asyncio.to_thread(deps.metrics.stop_http)
     if deps.stores:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     tls_dir: Path | None = None               # mutual TLS: DIR's ca.crt, server.crt, server.key (service/auth.py)
     insecure: bool = False                    # without tls_dir, listen beyond loopback anyway (every caller is admin)
     metrics_listen: str | None = None         # HOST:PORT of the Prometheus /metrics endpoint; None: none
+    # where the face models and the gates run: cpu, cuda (cuda:N), or auto (cuda when there is one)
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    # HOST:PORT of a plaintext port that answers only grpc.health.v1 (orchestrators' probes, which
+    # cannot present a client certificate); None: health is asked on the service's own port only
+    health_listen: str | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
