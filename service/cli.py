@@ -289,7 +289,8 @@ def cmd_serve(a) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
+                             index_kind=a.index_kind)
     try:
         serve(settings)
     except FacegateError as e:
@@ -540,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
     sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.add_argument("--index-kind", choices=["auto", "flat", "hnsw"],
+                    help="the template index: exact flat, HNSW, or auto (flat for a campus, HNSW beyond; default)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):

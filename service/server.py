@@ -92,7 +92,8 @@ def build_deps(settings: Settings) -> Deps:
     embedder = Embedder.from_checkpoint(settings.checkpoint)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
+    store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim, index_kind=settings.index_kind)
+    log.info("template index: %s (%s), %d templates", store.index.kind, settings.index_kind, len(store.index))
     check_encoder_versions(store, embedder.version)
     pipeline = Pipeline(settings, embedder, store, ThresholdStore(data), AuditLog(data / "audit.jsonl"),
                         load_gates(settings))

@@ -3,6 +3,7 @@ environment (FACEGATE_*), then the TOML file given to `serve --config`, then the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
     grace_seconds: float = 5.0
+    # the template index: flat (exact), hnsw, or auto (flat up to index.vector_index.AUTO_HNSW_ABOVE templates)
+    index_kind: Literal["auto", "flat", "hnsw"] = "auto"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
