@@ -5,8 +5,9 @@ Durability design: SQLite is the write-ahead journal and the single source of tr
 template (its 128 floats, subject, encoder-version tag and the photo's SHA-256, never the
 photo) is one row, committed in WAL mode with synchronous=FULL before `add` returns; an
 acknowledged template therefore survives SIGKILL and power loss. The FAISS index is derived
-state: at open it is rebuilt from the rows (a campus of tens of thousands of templates takes
-well under a second), so index and metadata cannot disagree after a restart; every write
+state: at open it is rebuilt from the rows (a flat index of tens of thousands of templates takes
+well under a second; an HNSW graph takes longer: ~26 s for 50k on two busy cores, see
+bench/index_scale.py), so index and metadata cannot disagree after a restart; every write
 changes the rows first and the in-memory index second, under one lock. A snapshot of the
 FAISS index (`VectorIndex.save`) is for replicas, not for recovery.
 

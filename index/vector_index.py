@@ -42,9 +42,12 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 HNSW_MAX_EF_SEARCH = 1024        # the most a filtered search raises efSearch to
-# "auto": flat up to this many vectors, HNSW above. bench/index_scale.py measured one query's p99
-# at FILL_CROSSOVER (flat's p99 grows linearly with the count; HNSW's barely moves).
-AUTO_HNSW_ABOVE = 50_000
+# "auto": flat up to this many vectors, HNSW above: the measured crossover. bench/index_scale.py
+# --sizes 2000,5000,10000,20000,50000 (2 shared cores; synthetic face-like templates): one query's
+# p50, flat 0.16 / 0.22 / 1.08 ms at 5k / 10k / 50k on one thread (on 2 OpenMP threads, 0.16 /
+# 0.33 / 40 ms: past ~20k FAISS splits the scan and waits for a busy core), HNSW at efSearch 128
+# 0.11 / 0.14 / 0.25 ms at recall@1 1.0; HNSW is faster from 3.7k (2 threads) to 5.5k (1 thread).
+AUTO_HNSW_ABOVE = 5_000
 TOMBSTONE_REBUILD_FRACTION = 0.2   # rebuild an HNSW graph when this share of it is removed vectors
 EXACT_FILTER_FRACTION = 0.05       # a filter leaving less of an HNSW graph than this: exact search
 
@@ -155,16 +158,12 @@ class VectorIndex:
         log.info("building a %s index of %d vectors (was %s, %d tombstones)", kind, len(self), self.kind,
                  len(self._dead))
         ids = faiss.vector_to_array(self._index.id_map)
-        live = np.flatnonzero(~np.isin(ids, np.fromiter(self._dead, np.int64, len(self._dead))))
+        dead = np.fromiter(self._dead, np.int64, len(self._dead))
         fresh = faiss.IndexIDMap2(make_faiss_index(kind, self.dim))
-        base = self._index.index
-        for s in range(0, len(live), 65536):
-            rows = live[s:s + 65536]
-            if len(rows) == rows[-1] - rows[0] + 1:
-                vec = base.reconstruct_n(int(rows[0]), len(rows))
-            else:
-                vec = np.stack([base.reconstruct(int(r)) for r in rows])
-            fresh.add_with_ids(vec, ids[rows])
+        for s in range(0, len(ids), 65536):
+            chunk = ids[s:s + 65536]
+            live = ~np.isin(chunk, dead)
+            fresh.add_with_ids(self._index.index.reconstruct_n(s, len(chunk))[live], chunk[live])
         self._index, self.kind = fresh, kind
         self._dead.clear()
         self._filters.clear()
