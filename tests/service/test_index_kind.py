@@ -29,12 +29,16 @@ def test_index_kind_defaults_to_auto_and_takes_flag_or_environment(monkeypatch):
     assert build_parser().parse_args(["serve", "--index-kind", "hnsw"]).index_kind == "hnsw"
 
 
-def test_an_unknown_index_kind_gets_a_clear_answer(monkeypatch, capsys):
+def test_an_unknown_index_kind_gets_a_clear_answer():
     with pytest.raises(ValidationError, match="'auto', 'flat' or 'hnsw'"):
         Settings(index_kind="annoy")
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["serve", "--index-kind", "annoy"])
     assert e.value.code == 2
+
+
+@pytest.mark.slow                                    # serve imports the face models' modules
+def test_serve_with_an_unknown_index_kind_in_the_environment_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("FACEGATE_INDEX_KIND", "annoy")
     assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
     err = json.loads(capsys.readouterr().out)["error"]
