@@ -112,10 +112,10 @@ def probes(v, seed=1):
 
 
 def test_hnsw_gives_the_flat_top_1_on_a_small_set():
-    v = faces(2000)
+    v = faces(1200)
     flat, hnsw = VectorIndex(32, kind="flat"), VectorIndex(32, kind="hnsw")
     for idx in (flat, hnsw):
-        idx.add(np.arange(2000) + 7, v, tag="t")
+        idx.add(np.arange(1200) + 7, v, tag="t")
     assert (flat.kind, hnsw.kind) == ("flat", "hnsw")
     q = probes(v[::10])
     df, idf = flat.search(q, 5)
@@ -145,9 +145,9 @@ def test_hnsw_never_returns_a_removed_id_and_rebuilds_past_the_tombstone_share()
 
 
 def test_hnsw_tag_filter_returns_only_that_encoder_version():
-    v = faces(1000)
-    tags = np.where(np.arange(1000) % 2 == 0, "new", "old").astype(object)
-    rare = np.arange(0, 1000, 50)                     # 2%: searched exactly over its few vectors
+    v = faces(600)
+    tags = np.where(np.arange(600) % 2 == 0, "new", "old").astype(object)
+    rare = np.arange(0, 600, 30)                      # 3%: searched exactly over its few vectors
     tags[rare] = "rare"
     for kind in ("flat", "hnsw"):
         idx = VectorIndex(32, kind=kind)
