@@ -35,19 +35,23 @@ import numpy as np
 FORMAT = "facegate-vector-index/1"
 KINDS = ("auto", "flat", "hnsw")
 
-# HNSW's parameters, from bench/index_scale.py (synthetic face-like templates, 2 cores, one probe
-# per search; docs/index/index_scale.json): M 32 and efConstruction 80 build 1M templates in
-# ~FILL_BUILD; efSearch 128 gives recall@1 FILL_RECALL against exact at 1M with p99 FILL_P99.
+# HNSW's parameters, from bench/index_scale.py (synthetic face-like templates; one probe per
+# search; 2 shared, busy cores, so latencies are noisy; docs/index/index_scale.json): M 32 and
+# efConstruction 80 build 1M templates in 709 s (784 bytes per template; flat: 512). At 1M,
+# efSearch 128 gave recall@1 0.992 against exact (p50 0.78 ms, p99 5.2 ms), too close to 0.99 for
+# a graph built in parallel (it differs from build to build); 256 gave 0.999 (p50 1.44 ms, p99
+# 9.1 ms on the busy machine); flat took p50 113 ms on one thread, 248 ms on two.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
-HNSW_MAX_EF_SEARCH = 1024        # the most a filtered search raises efSearch to
+HNSW_EF_SEARCH = 256
+HNSW_MAX_EF_SEARCH = 2048        # the most a filtered search raises efSearch to
 # "auto": flat up to this many vectors, HNSW above: the measured crossover. bench/index_scale.py
-# --sizes 2000,5000,10000,20000,50000 (2 shared cores; synthetic face-like templates): one query's
-# p50, flat 0.16 / 0.22 / 1.08 ms at 5k / 10k / 50k on one thread (on 2 OpenMP threads, 0.16 /
-# 0.33 / 40 ms: past ~20k FAISS splits the scan and waits for a busy core), HNSW at efSearch 128
-# 0.11 / 0.14 / 0.25 ms at recall@1 1.0; HNSW is faster from 3.7k (2 threads) to 5.5k (1 thread).
-AUTO_HNSW_ABOVE = 5_000
+# --sizes 2000,5000,10000,20000,50000 (docs/index/index_crossover.json): one query's p50, flat
+# 0.16 / 0.22 / 0.48 ms at 5k / 10k / 20k on one thread (on 2 OpenMP threads 0.16 / 0.33 / 24 ms:
+# past ~10k FAISS splits one query's scan over the threads and waits for a busy core); HNSW at
+# efSearch 256 0.19 / 0.26 / 0.36 ms at recall@1 1.0. HNSW is the faster from ~7k (2 threads) to
+# ~13k (1 thread) templates.
+AUTO_HNSW_ABOVE = 10_000
 TOMBSTONE_REBUILD_FRACTION = 0.2   # rebuild an HNSW graph when this share of it is removed vectors
 EXACT_FILTER_FRACTION = 0.05       # a filter leaving less of an HNSW graph than this: exact search
 
