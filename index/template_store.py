@@ -1,11 +1,13 @@
-"""Subjects and their templates, durable across a crash, with an exact FAISS index in memory.
+"""Subjects and their templates, durable across a crash, with a FAISS index in memory
+(exact up to a campus's size, HNSW beyond: vector_index.py).
 
 Durability design: SQLite is the write-ahead journal and the single source of truth. Every
 template (its 128 floats, subject, encoder-version tag and the photo's SHA-256, never the
 photo) is one row, committed in WAL mode with synchronous=FULL before `add` returns; an
 acknowledged template therefore survives SIGKILL and power loss. The FAISS index is derived
-state: at open it is rebuilt from the rows (a campus of tens of thousands of templates takes
-well under a second), so index and metadata cannot disagree after a restart; every write
+state: at open it is rebuilt from the rows (a flat index of tens of thousands of templates takes
+well under a second; an HNSW graph takes longer: ~26 s for 50k on two busy cores, see
+bench/index_scale.py), so index and metadata cannot disagree after a restart; every write
 changes the rows first and the in-memory index second, under one lock. A snapshot of the
 FAISS index (`VectorIndex.save`) is for replicas, not for recovery.
 
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vector_index import VectorIndex
+from .vector_index import KINDS, VectorIndex
 
 SCHEMA_VERSION = 1
 DB_NAME = "templates.sqlite"
@@ -47,7 +49,12 @@ class AddResult:
 
 
 class TemplateStore:
-    def __init__(self, folder: str | Path, dim: int = 128):
+    def __init__(self, folder: str | Path, dim: int = 128, index_kind: str = "auto"):
+        """`index_kind`: VectorIndex's kind: "flat" (exact), "hnsw", or "auto" (flat up to
+        vector_index.AUTO_HNSW_ABOVE templates, HNSW beyond)."""
+        if index_kind not in KINDS:
+            raise ValueError(f"unknown index kind {index_kind!r}: choose from {', '.join(KINDS)}")
+        self.index_kind = index_kind
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DB_NAME
@@ -90,7 +97,7 @@ class TemplateStore:
                     raise StoreError(f"{self.path} holds {meta['dim']}-d templates, {self.dim}-d expected")
 
     def _rebuild(self) -> VectorIndex:
-        index = VectorIndex(self.dim)
+        index = VectorIndex(self.dim, kind=self.index_kind)
         by_tag: dict[str, tuple[list, list]] = {}
         for tid, tag, blob in self._db.execute("SELECT id, encoder_version, vector FROM templates ORDER BY id"):
             v = np.frombuffer(blob, np.float32)
@@ -245,7 +252,7 @@ class TemplateStore:
                 "SELECT COUNT(DISTINCT subject), COUNT(*) FROM templates").fetchone()
             return {"subjects": subjects, "templates": templates, "index_version": self._meta("index_version"),
                     "generation": int(self._meta("generation")), "encoder_versions": sorted(self.encoder_versions()),
-                    "in_index": len(self.index)}
+                    "in_index": len(self.index), "index_kind": self.index.kind}
 
     def check(self) -> None:
         """Index and metadata agree: the same ids, and the vectors are the rows' vectors."""

@@ -315,7 +315,8 @@ def cmd_serve(a) -> int:
     configure_logging()                   # JSON lines on stderr (service/logs.py)
     settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
                              tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen,
-                             store=a.store, device=a.device, health_listen=a.health_listen)
+                             store=a.store, device=a.device, health_listen=a.health_listen,
+                             index_kind=a.index_kind)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -728,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the face models and gates run (default cpu; auto: cuda when there is a GPU)")
     sv.add_argument("--health-listen", metavar="HOST:PORT",
                     help="also answer grpc.health.v1 (only) in plaintext here, for probes without a certificate")
+    sv.add_argument("--index-kind", choices=["auto", "flat", "hnsw"],
+                    help="the template index: exact flat, HNSW, or auto (flat for a campus, HNSW beyond; default)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):

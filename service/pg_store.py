@@ -190,7 +190,7 @@ class PgTemplateStore:
     FAISS index that follows them (see the module's docstring)."""
 
     def __init__(self, db: PgDatabase, dim: int = 128, index_version: str | None = None, follow: bool = True,
-                 catch_up_seconds: float = 1.0):
+                 catch_up_seconds: float = 1.0, index_kind: str = "auto"):
         self.db = db
         self.dim = dim
         self.location = db.location
@@ -198,7 +198,7 @@ class PgTemplateStore:
         self.catch_up_seconds = catch_up_seconds
         self._lock = threading.RLock()
         self._gen = -1                 # the generation the in-memory index holds
-        self.index = VectorIndex(dim)
+        self.index = VectorIndex(dim, kind=index_kind)    # flat | hnsw | auto (index/vector_index.py)
         self._resync()
         self._stop = threading.Event()
         self._listener = None

@@ -57,6 +57,8 @@ def build_deps(settings: Settings) -> Deps:
         stores = open_stores(settings, dim=embedder.embedding_dim)
     except StoreError as e:
         raise FailedPrecondition(str(e)) from None
+    log.info("template index: %s (%s), %d templates", stores.templates.index.kind, settings.index_kind,
+             len(stores.templates.index))
     try:
         check_encoder_versions(stores.templates, embedder.version)
         pipeline = Pipeline(settings, embedder, stores.templates, stores.thresholds, stores.audit,

@@ -3,6 +3,7 @@ environment (FACEGATE_*), then the TOML file given to `serve --config`, then the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     # HOST:PORT of a plaintext port that answers only grpc.health.v1 (orchestrators' probes, which
     # cannot present a client certificate); None: health is asked on the service's own port only
     health_listen: str | None = None
+    # the template index: flat (exact), hnsw, or auto (flat up to index.vector_index.AUTO_HNSW_ABOVE templates)
+    index_kind: Literal["auto", "flat", "hnsw"] = "auto"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -40,11 +40,12 @@ def open_stores(settings, dim: int = 128, follow: bool = True, create: bool = Tr
     """The stores named by `settings.store` (None: the files of `settings.data_dir`).
     `follow`: a PostgreSQL template index follows other replicas' writes (a server); a one-shot
     command does not need to. `create`: make the data folder's first index if it has none."""
-    return open_stores_at(settings.data_dir, settings.store, dim, follow, create, workers=settings.workers)
+    return open_stores_at(settings.data_dir, settings.store, dim, follow, create, workers=settings.workers,
+                          index_kind=settings.index_kind)
 
 
 def open_stores_at(data_dir=None, store: str | None = None, dim: int = 128, follow: bool = False,
-                   create: bool = True, workers: int = 1) -> Stores:
+                   create: bool = True, workers: int = 1, index_kind: str = "auto") -> Stores:
     """open_stores for a CLI command: its --data-dir, or its --store URL."""
     if store is None:
         if data_dir is None:
@@ -52,7 +53,7 @@ def open_stores_at(data_dir=None, store: str | None = None, dim: int = 128, foll
         data = Path(data_dir)
         if create:
             data.mkdir(parents=True, exist_ok=True)
-        templates = TemplateStore(current_index_dir(data, create=create), dim=dim)
+        templates = TemplateStore(current_index_dir(data, create=create), dim=dim, index_kind=index_kind)
         return Stores(templates, ThresholdStore(data), SiteStore(data), open_audit_log(data), str(data),
                       _close=[templates.close])
     from .pg_store import PgAuditLines, PgDatabase, PgSiteStore, PgTemplateStore, PgThresholdStore, is_pg_url
@@ -63,7 +64,7 @@ def open_stores_at(data_dir=None, store: str | None = None, dim: int = 128, foll
     # the face-model workers, the listener's catch-up, and a spare
     db = PgDatabase(store, max_size=workers + 3)
     try:
-        templates = PgTemplateStore(db, dim=dim, follow=follow)
+        templates = PgTemplateStore(db, dim=dim, follow=follow, index_kind=index_kind)
     except BaseException:
         db.close()
         raise

@@ -116,3 +116,26 @@ def test_acknowledged_templates_survive_sigkill(tmp_path):
     assert st["templates"] >= len(acked) and st["in_index"] == st["templates"]
     assert set(acked) <= set(s.index.ids().tolist())
     s.check()
+
+
+def test_auto_opens_flat_below_the_crossover_and_hnsw_above(tmp_path, monkeypatch):
+    monkeypatch.setattr("index.vector_index.AUTO_HNSW_ABOVE", 6)
+    s = TemplateStore(tmp_path)
+    for i in range(6):
+        s.add(f"p{i}", vec(i), f"h{i}", "enc-1")
+    assert s.status()["index_kind"] == "flat"
+    s.add("p6", vec(6), "h6", "enc-1")                  # the seventh template crosses it
+    assert s.status()["index_kind"] == "hnsw"
+    s.close()
+    r = TemplateStore(tmp_path)                         # reopened above it: HNSW from the start
+    assert r.index.kind == "hnsw" and [n.subject for n in r.search(vec(3), 1, "enc-1")] == ["p3"]
+    r.remove_subject("p3")                              # a tombstone in the graph, never returned
+    assert all(n.subject != "p3" for n in r.search(vec(3), 7, "enc-1"))
+    r.check()
+    r.close()
+    assert TemplateStore(tmp_path, index_kind="flat").index.kind == "flat"
+
+
+def test_an_unknown_index_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown index kind 'annoy'"):
+        TemplateStore(tmp_path, index_kind="annoy")
