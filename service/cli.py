@@ -346,12 +346,14 @@ def cmd_site(a) -> int:
         changes["trigger_word"] = a.trigger_word == "on"
     if a.several_faces is not None:
         changes["several_faces"] = a.several_faces.replace("-", "_")
+    if a.min_face_px is not None:
+        changes["min_face_px"] = a.min_face_px
     try:
         policy = store.put(a.site, **changes) if changes else store.get(a.site)
     except SiteError as e:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     _emit({"site": a.site, "trigger_word": policy.trigger_word, "several_faces": policy.several_faces,
-           "sites_file": str(store.path)}, a.json)
+           "min_face_px": policy.min_face_px, "sites_file": str(store.path)}, a.json)
     return 0
 
 
@@ -581,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--several-faces", choices=["refuse", "central-face"],
                     help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "
                          "default) or compare the central one with the card's owner (omit: show)")
+    si.add_argument("--min-face-px", type=int, metavar="PX",
+                    help="the smallest face the door cares about (default 40; a kiosk whose users stand close: "
+                         "80): smaller faces are FACE_TOO_SMALL, and larger values make detection cheaper")
     si.add_argument("--json", action="store_true")
     si.set_defaults(func=cmd_site)
 
