@@ -119,7 +119,7 @@ async def create_server(settings: Settings, deps: Deps) -> tuple[grpc.aio.Server
         interceptors=[RequestLogInterceptor()],
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes)])
-    pb_grpc.add_FaceGateServicer_to_server(FaceGateServicer(deps.pipeline, settings.workers), server)
+    pb_grpc.add_FaceGateServicer_to_server(FaceGateServicer(deps.pipeline, settings.workers, settings.max_queue), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -6,11 +6,9 @@ it is answered INTERNAL with the request id (its traceback goes to the log under
 text never to the client); in an Enroll stream it is that photo's answer, and the stream goes on."""
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -19,6 +17,7 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
 from facegate.reasons import Reason
 
+from .admission import ModelQueue
 from .errors import FacegateError
 from .pipeline import Pipeline
 
@@ -31,6 +30,8 @@ STATUS = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "INTERNAL": grpc.StatusCode.INTERNAL,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 ENROLL_STATUS = {"ACCEPTED": pb.EnrollResponse.ACCEPTED, "ALREADY_ENROLLED": pb.EnrollResponse.ALREADY_ENROLLED,
                  "REJECTED": pb.EnrollResponse.REJECTED}
@@ -71,17 +72,21 @@ def _stages(stages):
 
 
 class FaceGateServicer(pb_grpc.FaceGateServicer):
-    def __init__(self, pipeline: Pipeline, workers: int = 2):
+    def __init__(self, pipeline: Pipeline, workers: int = 2, max_queue: int = 16):
         self.pipeline = pipeline
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
+        # the model workers behind a bounded queue (service/admission.py)
+        self.models = ModelQueue(workers, max_queue)
 
-    async def _call(self, context, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def _call(self, context, fn, *args, bounded: bool = False):
+        """fn(*args) on a model worker. `bounded` (the camera RPCs): RESOURCE_EXHAUSTED when the
+        queue is full, DEADLINE_EXCEEDED when the caller's deadline is too near once a worker is free."""
+        return await self.models.run(fn, *args, name=fn.__name__, deadline_left=context.time_remaining(),
+                                     bounded=bounded)
 
     @answered
     async def Verify(self, request, context):
         r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
-                             request.audio)
+                             request.audio, bounded=True)
         return pb.VerifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject,
             distance=-1.0 if r.distance is None else r.distance, threshold=r.threshold, site=r.site,
@@ -90,7 +95,8 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Identify(self, request, context):
-        r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio)
+        r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio,
+                             bounded=True)
         return pb.IdentifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject or "",
             votes=r.votes, votes_needed=r.votes_needed,
@@ -109,8 +115,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             return pb.EnrollResponse(photo_name=req.photo_name, subject_id=req.subject_id,
                                      status=pb.EnrollResponse.REJECTED, detail=message, error_code=code)
         try:
-            r = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.pipeline.enroll, req.subject_id, req.image)
+            r = await self.models.run(self.pipeline.enroll, req.subject_id, req.image, name="enroll", bounded=False)
             return pb.EnrollResponse(
                 photo_name=req.photo_name, subject_id=r.subject, status=ENROLL_STATUS[r.status],
                 reason=_reason(r.reason), detail=r.detail, template_id=r.template_id,
@@ -127,7 +132,8 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Cluster(self, request, context):
-        r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k)
+        r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k,
+                             bounded=True)
         return pb.ClusterResponse(
             k=r.k,
             assignments=[pb.ClusterAssignment(name=p.name, cluster=c, reason=_reason(reason))

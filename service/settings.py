@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     trigger_checkpoint: Path | None = None    # None: the trigger-word detector that ships with facegate
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
+    # Verify/Identify/Cluster requests allowed to wait for a worker; one more is answered
+    # RESOURCE_EXHAUSTED ("busy") at once (service/admission.py). Enroll photos wait instead.
+    max_queue: int = Field(16, ge=0)
     grace_seconds: float = 5.0
 
     @classmethod
