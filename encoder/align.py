@@ -226,6 +226,11 @@ class FaceAligner:
             keep_all=True, min_face_size=config.min_detect_px, thresholds=list(config.thresholds),
             post_process=False, device=device,
         )
+        if torch.device(device).type == "cpu":
+            # NHWC: PyTorch's CPU max-pooling (each of MTCNN's three nets pools) is several times
+            # faster on it than on NCHW; a 640x480 frame, 1 thread: ~90 -> ~67 ms, the same boxes
+            for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
+                net.to(memory_format=torch.channels_last)
         self.chips = DlibChips(config.crop_size) if config.geometry == "dlib150" else None
 
     def crop(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
