@@ -70,6 +70,9 @@ class AlignConfig:
     detect_max_side: int = 1280        # a larger photo is searched downscaled to this long side (then
                                        # aligned from the full photo): bounds the detector's time and memory
     min_face_px: int = 40              # a face whose box side is smaller is FACE_TOO_SMALL
+    sized_max_side: int = 640          # detection sized to a site (align's min_face_px): a photo is searched
+                                       # at most at a camera frame's long side, so a large photo costs what a
+                                       # frame costs (its smallest face found: 20 px x long side / 640)
     min_prob: float = 0.90             # detections below this are ignored
     multiple_ratio: float = 0.6        # another face with >= this share of the chosen face's area -> MULTIPLE_FACES
     min_visible: float = 0.6           # ...counting only faces with this share of their box inside the photo
@@ -260,10 +263,11 @@ class FaceAligner:
         `detect_max_side` is searched at that side; with `min_face_px` (the smallest face the
         caller cares about, e.g. a site's), the photo is shrunk so that such a face becomes
         MTCNN's smallest (`min_detect_px`): every level of the detector's pyramid shrinks with
-        it (a 640x480 frame at 40 px: the pyramid of a 320x240 one)."""
+        it (a 640x480 frame at 40 px: the pyramid of a 320x240 one); and to `sized_max_side` at
+        most, where MTCNN's own pyramid resampling of a large photo costs more than its networks."""
         scale = min(1.0, self.config.detect_max_side / max(h, w))
         if min_face_px:
-            scale = min(scale, self.config.min_detect_px / min_face_px)
+            scale = min(scale, self.config.min_detect_px / min_face_px, self.config.sized_max_side / max(h, w))
         return scale
 
     def detect(self, img: np.ndarray, min_face_px: int | None = None):

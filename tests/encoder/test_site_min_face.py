@@ -29,7 +29,8 @@ def test_the_search_scale_maps_the_sites_smallest_face_to_the_detectors(aligner)
     assert aligner.detect_scale(480, 640, 40) == 0.5                 # 40 px -> MTCNN's 20 px
     assert aligner.detect_scale(480, 640, 80) == 0.25
     assert aligner.detect_scale(480, 640, 20) == 1.0                 # never enlarged
-    assert aligner.detect_scale(2000, 4000, 40) == 1280 / 4000       # the large-photo bound still holds
+    assert aligner.detect_scale(2000, 4000) == 1280 / 4000           # the large-photo bound
+    assert aligner.detect_scale(1575, 1575, 40) == 640 / 1575        # sized to a site: a camera frame's side
 
 
 @pytest.mark.slow
