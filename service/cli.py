@@ -289,7 +289,9 @@ def cmd_serve(a) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint)
+    settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
+                             workers=a.workers, max_queue=a.max_queue, batch_window_ms=a.batch_window_ms,
+                             batch_max=a.batch_max)
     try:
         serve(settings)
     except FacegateError as e:
@@ -542,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     sv.add_argument("--data-dir", help="the data folder: templates, thresholds, audit log (default ./data)")
     sv.add_argument("--checkpoint", help="encoder checkpoint (default: the shipped one)")
+    sv.add_argument("--workers", type=int, help="requests running the face models at once (default 2)")
+    sv.add_argument("--max-queue", type=int, help="camera requests allowed to wait for a worker; one more is "
+                                                  "answered RESOURCE_EXHAUSTED at once (default 16)")
+    sv.add_argument("--batch-window-ms", type=float, help="micro-batching: how long a batch waits for more "
+                                                          "requests (default 3)")
+    sv.add_argument("--batch-max", type=int, help="micro-batching: requests per batch (default 1: off)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):

@@ -22,6 +22,7 @@ from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import TemplateStore
 
+from .batching import batch_models
 from .index_layout import current_index_dir
 from .errors import FailedPrecondition
 from .pipeline import AuditLog, Gates, Pipeline, check_encoder_versions
@@ -89,7 +90,7 @@ def build_deps(settings: Settings) -> Deps:
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    embedder = Embedder.from_checkpoint(settings.checkpoint)
+    embedder = batch_models(Embedder.from_checkpoint(settings.checkpoint), settings.batch_window_ms, settings.batch_max)
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     store = TemplateStore(current_index_dir(data), dim=embedder.embedding_dim)
