@@ -129,7 +129,7 @@ def test_enroll_verify_identify_delete(server, gallery, photos):
     gul, reese = PEOPLE[0], PEOPLE[1]
     r = c.verify(gul, photos[gul][1].read_bytes())
     assert r["decision"] == "ACCEPT" and r["reason"] == "MATCH" and r["distance"] <= r["threshold"]
-    assert [st["name"] for st in r["stages"]] == ["daynight", "detect", "encode", "match"] and r["encoder_version"] == c.status()["encoder_version"]
+    assert [st["name"] for st in r["stages"]] == ["decode", "daynight", "detect", "encode", "match"] and r["encoder_version"] == c.status()["encoder_version"]
     r = c.verify(reese, photos[gul][1].read_bytes())             # a borrowed card
     assert r["decision"] == "REJECT" and r["reason"] == "NO_MATCH" and r["distance"] > r["threshold"]
 
