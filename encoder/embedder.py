@@ -128,8 +128,8 @@ class Embedder:
                 self._frozen.popitem(last=False)
             return net
 
-    def align(self, img: np.ndarray) -> FaceAlignment:
-        return self.aligner.align(img)
+    def align(self, img: np.ndarray, min_face_px: int | None = None) -> FaceAlignment:
+        return self.aligner.align(img, min_face_px)
 
     def embed(self, img: np.ndarray, accept_any_face: bool = False) -> Embedding:
         """The service's rule: only a usable face is embedded (reason OK). With `accept_any_face`,

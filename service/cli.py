@@ -316,7 +316,8 @@ def cmd_serve(a) -> int:
     settings = load_settings(a.config, listen=a.listen, data_dir=a.data_dir, checkpoint=a.checkpoint,
                              tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen,
                              store=a.store, device=a.device, health_listen=a.health_listen,
-                             index_kind=a.index_kind)
+                             index_kind=a.index_kind, workers=a.workers, max_queue=a.max_queue,
+                             batch_window_ms=a.batch_window_ms, batch_max=a.batch_max)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -395,7 +396,7 @@ def cmd_site(a) -> int:
         store, thresholds_store = SiteStore(a.data_dir), ThresholdStore(a.data_dir)
     try:
         if a.site is None:
-            if a.trigger_word is not None or a.several_faces is not None:
+            if a.trigger_word is not None or a.several_faces is not None or a.min_face_px is not None:
                 raise CliError("INVALID_ARGUMENT", "name the site to change: facegate site SITE --trigger-word ...")
             _emit({"default_site": default, "sites": sites_of_their_own(store, thresholds_store),
                    "sites_file": str(store.path)}, a.json)
@@ -405,6 +406,8 @@ def cmd_site(a) -> int:
             changes["trigger_word"] = a.trigger_word == "on"
         if a.several_faces is not None:
             changes["several_faces"] = a.several_faces.replace("-", "_")
+        if a.min_face_px is not None:
+            changes["min_face_px"] = a.min_face_px
         policy, source = store.in_force(a.site, default)
         if changes:     # a site's first policy of its own starts from the one its doors follow now
             policy, source = store.put(a.site, **{**asdict(policy), **changes}), a.site
@@ -413,7 +416,7 @@ def cmd_site(a) -> int:
         raise CliError("FAILED_PRECONDITION", str(e)) from None
     _emit({"site": a.site, "trigger_word": policy.trigger_word, "several_faces": policy.several_faces,
            "policy_of": source, "thresholds": thresholds,      # its own; the others are the default site's
-           "default_site": default, "sites_file": str(store.path)}, a.json)
+           "min_face_px": policy.min_face_px, "default_site": default, "sites_file": str(store.path)}, a.json)
     return 0
 
 
@@ -731,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also answer grpc.health.v1 (only) in plaintext here, for probes without a certificate")
     sv.add_argument("--index-kind", choices=["auto", "flat", "hnsw"],
                     help="the template index: exact flat, HNSW, or auto (flat for a campus, HNSW beyond; default)")
+    sv.add_argument("--workers", type=int, help="requests running the face models at once (default 2)")
+    sv.add_argument("--max-queue", type=int, help="camera requests allowed to wait for a worker; one more is "
+                                                  "answered RESOURCE_EXHAUSTED at once (default 16)")
+    sv.add_argument("--batch-window-ms", type=float, help="micro-batching: how long a batch waits for more "
+                                                          "requests (default 3)")
+    sv.add_argument("--batch-max", type=int, help="micro-batching: requests per batch (default 1: off)")
     sv.set_defaults(func=cmd_serve)
 
     def client(p):
@@ -777,6 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--several-faces", choices=["refuse", "central-face"],
                     help="Verify on a photo of several faces of similar size: refuse it (MULTIPLE_FACES, the "
                          "default) or compare the central one with the card's owner (omit: show)")
+    si.add_argument("--min-face-px", type=int, metavar="PX",
+                    help="the smallest face the door cares about (default 40; a kiosk whose users stand close: "
+                         "80): smaller faces are FACE_TOO_SMALL, and larger values make detection cheaper")
     si.add_argument("--json", action="store_true")
     si.set_defaults(func=cmd_site)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from encoder.embedder import Embedder
 from facegate.reasons import Reason
-from encoder.images import ImageError, decode_image
+from encoder.images import ImageError, decode_reduced
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import TemplateStore
@@ -138,11 +138,17 @@ class Pipeline:
         self.version = embedder.version
 
     # ------------------------------------------------------------------ building blocks
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, stages: list[Stage] | None = None) -> np.ndarray:
+        """The photo, upright RGB; a large one reduced while it is decoded (encoder.images.decode_reduced).
+        With `stages`, the decode stage: REDUCED (score: the factor) or OK."""
+        t0 = time.perf_counter()
         try:
-            return decode_image(data, self.settings.max_pixels)
+            d = decode_reduced(data, self.settings.max_pixels)
         except ImageError as e:
             raise InvalidArgument(str(e)) from None
+        if stages is not None:
+            stages.append(Stage("decode", "REDUCED" if d.factor > 1 else "OK", time.perf_counter() - t0, float(d.factor)))
+        return d.image
 
     def _calibrated(self, site: str, profile: str, kind: str) -> float | None:
         """The site's calibrated value, else the default site's (a site with no thresholds of its own
@@ -227,11 +233,13 @@ class Pipeline:
                                r.label)
         return GateVerdict(None, "", r.label)
 
-    def _face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False):
+    def _face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False,
+              min_face_px: int | None = None):
         """The photo's usable face and its embedding, or (alignment, None) with the reason why not.
-        `central_of_several`: a photo of several faces of similar size gives its central face too."""
+        `central_of_several`: a photo of several faces of similar size gives its central face too.
+        `min_face_px`: the site's smallest face (SitePolicy); None: the aligner's own rule (Enroll, Cluster)."""
         t0 = time.perf_counter()
-        a = self.embedder.align(img)
+        a = self.embedder.align(img, min_face_px)
         t1 = time.perf_counter()
         stages.append(Stage("detect", a.outcome, t1 - t0, a.prob))
         if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
@@ -246,16 +254,17 @@ class Pipeline:
         if not subject:
             raise InvalidArgument("subject_id is empty")
         site = site or self.settings.default_site
-        img = self.decode(image)
+        stages: list[Stage] = []
+        img = self.decode(image, stages)
         if not self.store.has_subject(subject):
             raise NotFound(f"subject {subject!r} is not enrolled")
-        stages: list[Stage] = []
         policy = self.policy(site)
         gate = self._gates(policy, site, img, audio, stages)
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "verify")
         distance = None
-        a, v = (None, None) if gate.reject else self._face(img, stages, policy.several_faces == CENTRAL_FACE)
+        a, v = (None, None) if gate.reject else self._face(img, stages, policy.several_faces == CENTRAL_FACE,
+                                                                     policy.min_face_px)
         if gate.reject:
             decision, reason, detail = REJECT, gate.reject, gate.detail
         elif v is None:
@@ -293,12 +302,13 @@ class Pipeline:
             raise InvalidArgument(f"k must lie in 0..100 (0 = the server's default), got {k}")
         k = k or self.settings.identify_k
         site = site or self.settings.default_site
-        img = self.decode(image)
         stages: list[Stage] = []
-        gate = self._gates(self.policy(site), site, img, audio, stages)
+        img = self.decode(image, stages)
+        policy = self.policy(site)
+        gate = self._gates(policy, site, img, audio, stages)
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "identify")
-        a, v = (None, None) if gate.reject else self._face(img, stages)
+        a, v = (None, None) if gate.reject else self._face(img, stages, min_face_px=policy.min_face_px)
         if gate.reject or v is None:
             reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason, a.detail)
             r = IdentifyResult(REJECT, reason, None, 0, 0, [], threshold, site, profile, self.version,

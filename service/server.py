@@ -23,6 +23,7 @@ from index.template_store import StoreError
 from .auth import AuthInterceptor, check_listen, read_tls_dir, server_credentials
 from .device import describe, resolve_device
 from .health import HealthPort
+from .batching import batch_models
 from .errors import FailedPrecondition
 from .metrics import Metrics, RequestInterceptor
 from .pipeline import Gates, Pipeline
@@ -52,7 +53,8 @@ def build_deps(settings: Settings) -> Deps:
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    embedder = Embedder.from_checkpoint(settings.checkpoint, device=device)
+    embedder = batch_models(Embedder.from_checkpoint(settings.checkpoint, device=device), settings.batch_window_ms,
+                            settings.batch_max)
     try:
         stores = open_stores(settings, dim=embedder.embedding_dim)
     except StoreError as e:
@@ -102,7 +104,10 @@ async def create_server(settings: Settings, deps: Deps,
         interceptors=[RequestInterceptor(deps.metrics), *([AuthInterceptor()] if credentials else [])],
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes)])
-    pb_grpc.add_FaceGateServicer_to_server(FaceGateServicer(deps.pipeline, settings.workers), server)
+    servicer = FaceGateServicer(deps.pipeline, settings.workers, settings.max_queue)
+    if deps.metrics:
+        deps.metrics.watch_queue(servicer.models)
+    pb_grpc.add_FaceGateServicer_to_server(servicer, server)
     health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

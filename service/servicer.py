@@ -6,11 +6,9 @@ it is answered INTERNAL with the request id (its traceback goes to the log under
 text never to the client); in an Enroll stream it is that photo's answer, and the stream goes on."""
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -19,6 +17,7 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
 from facegate.reasons import Reason
 
+from .admission import ModelQueue
 from .errors import FacegateError
 from .pipeline import Pipeline
 
@@ -32,6 +31,8 @@ STATUS = {
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "INTERNAL": grpc.StatusCode.INTERNAL,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 ENROLL_STATUS = {"ACCEPTED": pb.EnrollResponse.ACCEPTED, "ALREADY_ENROLLED": pb.EnrollResponse.ALREADY_ENROLLED,
                  "REJECTED": pb.EnrollResponse.REJECTED}
@@ -72,19 +73,23 @@ def _stages(stages):
 
 
 class FaceGateServicer(pb_grpc.FaceGateServicer):
-    def __init__(self, pipeline: Pipeline, workers: int = 2):
+    def __init__(self, pipeline: Pipeline, workers: int = 2, max_queue: int = 16):
         self.pipeline = pipeline
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="facegate-model")
+        # the model workers behind a bounded queue (service/admission.py)
+        self.models = ModelQueue(workers, max_queue)
 
-    async def _call(self, context, fn, *args):
-        # in the worker thread, the call's ContextVars (its caller, its request id) as in the handler
+    async def _call(self, context, fn, *args, bounded: bool = False):
+        """fn(*args) on a model worker, in the call's ContextVars (its caller, its request id) as in
+        the handler. `bounded` (the camera RPCs): RESOURCE_EXHAUSTED when the queue is full,
+        DEADLINE_EXCEEDED when the caller's deadline is too near once a worker is free."""
         run = functools.partial(contextvars.copy_context().run, fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return await self.models.run(run, name=fn.__name__, bounded=bounded,
+                                     deadline_left=context.time_remaining() if context is not None else None)
 
     @answered
     async def Verify(self, request, context):
         r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
-                             request.audio)
+                             request.audio, bounded=True)
         return pb.VerifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject,
             distance=-1.0 if r.distance is None else r.distance, threshold=r.threshold, site=r.site,
@@ -93,7 +98,8 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Identify(self, request, context):
-        r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio)
+        r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio,
+                             bounded=True)
         return pb.IdentifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject or "",
             votes=r.votes, votes_needed=r.votes_needed,
@@ -133,7 +139,8 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Cluster(self, request, context):
-        r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k)
+        r = await self._call(context, self.pipeline.cluster, [p.image for p in request.photos], request.k,
+                             bounded=True)
         return pb.ClusterResponse(
             k=r.k,
             assignments=[pb.ClusterAssignment(name=p.name, cluster=c, reason=_reason(reason))

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     trigger_checkpoint: Path | None = None    # None: the trigger-word detector that ships with facegate
     gates: bool = True                        # False: no gated stages (light profile always "day")
     workers: int = Field(2, ge=1)             # threads running the face models
+    # Verify/Identify/Cluster requests allowed to wait for a worker; one more is answered
+    # RESOURCE_EXHAUSTED ("busy") at once (service/admission.py). Enroll photos wait instead.
+    max_queue: int = Field(16, ge=0)
+    # micro-batching (service/batching.py): concurrent requests' detection and encoding run through
+    # the networks together; a batch waits at most batch_window_ms for batch_max requests. Off (1) by
+    # default: on 2 shared cores it saved ~10 % CPU per request but no throughput we could measure;
+    # with it on, give it workers >= batch_max (e.g. workers 4, batch_max 4).
+    batch_window_ms: float = Field(3.0, ge=0, le=100)
+    batch_max: int = Field(1, ge=1, le=64)
     grace_seconds: float = 5.0
     tls_dir: Path | None = None               # mutual TLS: DIR's ca.crt, server.crt, server.key (service/auth.py)
     insecure: bool = False                    # without tls_dir, listen beyond loopback anyway (every caller is admin)

@@ -1,7 +1,7 @@
-"""Site policies: per door, whether the trigger word is required and what Verify does with a photo
-of several faces of similar size. One JSON file in the data folder (sites.json), written
-atomically. A site without an entry of its own follows the default site's (CONTRACT.md); when
-that has none either, it requires nothing and refuses such photos."""
+"""Site policies: per door, whether the trigger word is required, what Verify does with a photo
+of several faces of similar size, and the smallest face it cares about. One JSON file in the data
+folder (sites.json), written atomically. A site without an entry of its own follows the default
+site's (CONTRACT.md); when that has none either, it requires nothing and refuses such photos."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -12,6 +12,8 @@ from .thresholds import ThresholdStore, read_json, write_json_atomic
 FILE = "sites.json"
 REFUSE, CENTRAL_FACE = "refuse", "central_face"
 SEVERAL_FACES = (REFUSE, CENTRAL_FACE)
+DEFAULT_MIN_FACE_PX = 40          # encoder.align.AlignConfig.min_face_px: the FACE_TOO_SMALL line before sites had one
+MIN_FACE_PX_RANGE = (20, 1000)    # 20: the detector's own smallest face (AlignConfig.min_detect_px)
 
 
 class SiteError(ValueError):
@@ -28,10 +30,20 @@ class SitePolicy:
     #                 threshold; if it is not the owner, MULTIPLE_FACES as above. One face is compared,
     #                 so an impostor's claim has the one chance it has on a photo of one face.
     several_faces: str = REFUSE
+    # The smallest face (its box's short side, in the decoded photo's pixels) the door cares about:
+    # a smaller one is FACE_TOO_SMALL (or not found: NO_FACE), and Verify/Identify search the photo
+    # shrunk so that such a face is the detector's smallest, which makes detection cheaper the
+    # larger it is. 40 keeps ID photos (~100x100) and LFW's 250x250 photos working; a kiosk whose
+    # users stand close (faces of 80 px or more in a 640x480 frame) sets 80.
+    min_face_px: int = DEFAULT_MIN_FACE_PX
 
     def __post_init__(self):
         if self.several_faces not in SEVERAL_FACES:
             raise SiteError(f"several_faces must be one of {', '.join(SEVERAL_FACES)}, got {self.several_faces!r}")
+        if (isinstance(self.min_face_px, bool) or not isinstance(self.min_face_px, int)
+                or not MIN_FACE_PX_RANGE[0] <= self.min_face_px <= MIN_FACE_PX_RANGE[1]):
+            raise SiteError(f"min_face_px must be a whole number of pixels in {MIN_FACE_PX_RANGE[0]}.."
+                            f"{MIN_FACE_PX_RANGE[1]}, got {self.min_face_px!r}")
 
 
 def sites_of_their_own(sites: "SiteStore", thresholds: ThresholdStore) -> list[dict]:

@@ -5,7 +5,7 @@ without LFW, MTCNN or the encoder. A test photo's content decides the answer, vi
   `photo(face("red"), face("blue", at=(0.15, 0.5)))` is a photo of two people.
 - The fake aligner finds the squares (any colour that is not the background's grey):
   none -> NO_FACE; the one it judges (the largest, most central, by encoder.align.choose_face)
-  with a side under MIN_FACE px -> FACE_TOO_SMALL; another square with at least
+  with a side under MIN_FACE px (or the site's min_face_px) -> FACE_TOO_SMALL; another square with at least
   MULTIPLE_RATIO of its area -> MULTIPLE_FACES (its crop is still the central face's).
 - A face's colour is its identity: the fake encoder maps each colour of PALETTE to a fixed
   unit vector. Their distances are exact (dyadic coordinates), so thresholds can straddle them:
@@ -134,13 +134,17 @@ class FakeEmbedder:
         self.meta.update(meta)
         self.meta = {k: v for k, v in self.meta.items() if v is not None}   # meta=None drops a key
         self.calls = {"align": 0, "embed": 0}
+        self.min_face_seen: int | None = None      # the min_face_px of the last align call
 
     @property
     def default_threshold(self) -> float | None:
         return self.meta.get("threshold")
 
-    def align(self, img: np.ndarray) -> FaceAlignment:
+    def align(self, img: np.ndarray, min_face_px: int | None = None) -> FaceAlignment:
+        """`min_face_px`: the site's smallest face (None: MIN_FACE), as encoder.align.FaceAligner.align."""
         self.calls["align"] += 1
+        self.min_face_seen = min_face_px
+        min_face = min_face_px or MIN_FACE
         h, w = img.shape[:2]
         background = img[0, 0].astype(np.int16)
         mask = (np.abs(img.astype(np.int16) - background).max(axis=2) > 30).astype(np.uint8)
@@ -156,8 +160,8 @@ class FakeEmbedder:
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         side = min(x1 - x0, y1 - y0)
         rivals = [j for j in range(len(boxes)) if j != i and areas[j] >= MULTIPLE_RATIO * areas[i]]
-        if side < MIN_FACE:
-            a.reason, a.detail = Reason.FACE_TOO_SMALL, f"face of {side} px, below {MIN_FACE} px"
+        if side < min_face:
+            a.reason, a.detail = Reason.FACE_TOO_SMALL, f"face of {side} px, below {min_face} px"
         elif rivals:
             a.reason, a.detail = Reason.MULTIPLE_FACES, f"{1 + len(rivals)} faces of similar size"
         return a

@@ -134,7 +134,7 @@ def test_word_required_but_no_audio_runs_no_face_model(served, probe):
     calls.reset()
     r = server.client.verify("Tom_Cruise", probe, site=SITE)
     assert (r["decision"], r["reason"]) == ("REJECT", "TRIGGER_NOT_HEARD")
-    assert names(r) == ["trigger_word"] and r["stages"][0]["outcome"] == "NO_AUDIO"
+    assert names(r) == ["decode", "trigger_word"] and r["stages"][1]["outcome"] == "NO_AUDIO"
     assert calls.n == {"mtcnn": 0, "encoder": 0}
 
 
@@ -143,7 +143,7 @@ def test_word_not_said_runs_no_face_model(served, probe, audio):
     calls.reset()
     r = server.client.verify("Tom_Cruise", probe, site=SITE, audio=audio["silent"])
     assert (r["decision"], r["reason"]) == ("REJECT", "TRIGGER_NOT_HEARD")
-    assert names(r) == ["trigger_word"] and r["stages"][0]["outcome"] == "NOT_HEARD"
+    assert names(r) == ["decode", "trigger_word"] and r["stages"][1]["outcome"] == "NOT_HEARD"
     assert calls.n == {"mtcnn": 0, "encoder": 0}
     r = server.client.identify(probe, site=SITE, audio=audio["silent"])
     assert (r["subject"], r["reason"]) == (None, "TRIGGER_NOT_HEARD")
@@ -154,8 +154,8 @@ def test_word_said_opens_the_cascade(served, probe, audio):
     server, calls = served
     calls.reset()
     r = server.client.verify("Tom_Cruise", probe, site=SITE, audio=audio["said"])
-    assert names(r) == ["trigger_word", "daynight", "detect", "encode", "match"]
-    assert r["stages"][0]["outcome"] == "HEARD" and r["stages"][0]["score"] >= 0.5
+    assert names(r) == ["decode", "trigger_word", "daynight", "detect", "encode", "match"]
+    assert r["stages"][1]["outcome"] == "HEARD" and r["stages"][1]["score"] >= 0.5
     assert r["light_profile"] == "day" and r["reason"] in ("MATCH", "NO_MATCH")
     assert calls.n["mtcnn"] > 0 and calls.n["encoder"] > 0
 
@@ -177,12 +177,12 @@ def test_dark_photo_gets_the_night_profile_and_its_threshold(served, probe, audi
     assert light_level(dark) > 0.04
     r = server.client.verify("Tom_Cruise", jpeg(dark), site=SITE, audio=audio["said"])
     assert r["light_profile"] == "night" and r["threshold"] == pytest.approx(NIGHT_VERIFY, abs=1e-4)
-    assert names(r)[:2] == ["trigger_word", "daynight"] and r["stages"][1]["outcome"] == "night"
+    assert names(r)[:3] == ["decode", "trigger_word", "daynight"] and r["stages"][2]["outcome"] == "night"
     r = server.client.identify(jpeg(dark), site=SITE, audio=audio["said"])
     assert r["light_profile"] == "night" and r["threshold"] == pytest.approx(NIGHT_IDENTIFY, abs=1e-4)
     # the same photo by day, at a site without the word: the day threshold (the checkpoint's)
     r = server.client.verify("Tom_Cruise", probe)
-    assert r["light_profile"] == "day" and names(r)[0] == "daynight"
+    assert r["light_profile"] == "day" and names(r)[1] == "daynight"
     assert r["threshold"] == pytest.approx(server.deps.pipeline.embedder.meta["threshold"], abs=1e-4)
 
 

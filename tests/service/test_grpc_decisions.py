@@ -45,8 +45,8 @@ def test_verify_match_over_grpc(stub):
     assert (r.decision, r.reason) == (pb.ACCEPT, pb.MATCH)
     assert (r.distance, r.threshold, r.subject_id, r.site) == (0.5, THRESHOLD, "ann", "default")
     assert (r.light_profile, r.encoder_version) == ("day", VERSION)
-    assert [(s.name, s.outcome) for s in r.stages] == [("daynight", "day"), ("detect", "OK"), ("encode", "OK"),
-                                                       ("match", "OK")]
+    assert [(s.name, s.outcome) for s in r.stages] == [("decode", "OK"), ("daynight", "day"), ("detect", "OK"),
+                                                       ("encode", "OK"), ("match", "OK")]
 
 
 @pytest.mark.parametrize("image, reason, distance", [
@@ -61,10 +61,11 @@ def test_verify_rejections_carry_the_protos_reason(stub, image, reason, distance
 
 def test_verify_at_a_word_site_over_grpc(stub):
     r = stub.Verify(pb.VerifyRequest(subject_id="ann", image=RED, site=WORD_SITE), timeout=10)
-    assert (r.decision, r.reason, [s.name for s in r.stages]) == (pb.REJECT, pb.TRIGGER_NOT_HEARD, ["trigger_word"])
+    assert (r.decision, r.reason, [s.name for s in r.stages]) == (pb.REJECT, pb.TRIGGER_NOT_HEARD,
+                                                                  ["decode", "trigger_word"])
     r = stub.Verify(pb.VerifyRequest(subject_id="ann", image=RED, site=WORD_SITE, audio=wav(word_at=1.0)),
                     timeout=10)
-    assert (r.decision, r.reason, r.stages[0].outcome) == (pb.ACCEPT, pb.MATCH, "HEARD")
+    assert (r.decision, r.reason, r.stages[1].outcome) == (pb.ACCEPT, pb.MATCH, "HEARD")
 
 
 def test_identify_over_grpc(stub):

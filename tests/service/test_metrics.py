@@ -78,7 +78,7 @@ def test_a_verify_is_counted_with_its_decision_stages_and_time(served, stub):
     for stage in r.stages:                                    # daynight, detect, encode, match
         assert value(m, "facegate_stage_seconds_count", stage=stage.name) == 1, stage.name
         assert value(m, "facegate_stage_seconds_sum", stage=stage.name) == pytest.approx(stage.seconds)
-    assert {s.name for s in r.stages} == {"daynight", "detect", "encode", "match"}
+    assert {s.name for s in r.stages} == {"decode", "daynight", "detect", "encode", "match"}
     assert value(m, "facegate_inflight_requests") == 0
     assert value(m, "facegate_build_info", version=_installed_version(), encoder_version=VERSION,
                  encoder_arithmetic="float32-fake", grpc=grpc.__version__, python=sys.version.split()[0]) == 1
@@ -156,12 +156,15 @@ def test_calls_in_flight_are_gauged_while_they_run(served, stub):
     call = stub.Verify.future(pb.VerifyRequest(subject_id="ann", image=RED), timeout=20)
     try:
         assert entered.wait(10)
-        assert value(scrape(served, settled=False), "facegate_inflight_requests") == 1
+        m = scrape(served, settled=False)
+        assert value(m, "facegate_inflight_requests") == 1
+        assert value(m, "facegate_queue_requests") == 1             # on a model worker
     finally:
         release.set()
     assert call.result().reason == pb.MATCH
     m = scrape(served)
     assert value(m, "facegate_inflight_requests") == 0
+    assert value(m, "facegate_queue_requests") == 0
     assert value(m, "facegate_requests_total", rpc="Verify", code="OK") == 1
 
 

@@ -62,7 +62,7 @@ def test_the_owners_other_photo_is_a_match(pipeline):
     assert (r.decision, r.reason) == (ACCEPT, Reason.MATCH)
     assert r.distance == distance("red", "orange") == 0.5 and r.threshold == THRESHOLD
     assert (r.subject, r.site, r.light_profile, r.encoder_version) == ("ann", "default", "day", VERSION)
-    assert stages(r) == [("daynight", "day"), ("detect", "OK"), ("encode", "OK"), ("match", "OK")]
+    assert stages(r) == [("decode", "OK"), ("daynight", "day"), ("detect", "OK"), ("encode", "OK"), ("match", "OK")]
     assert r.stages[-1].score == 0.5
 
 
@@ -81,7 +81,7 @@ def test_the_nearest_of_the_subjects_templates_decides(pipeline):
 def test_a_photo_without_a_face_is_no_face_and_nothing_is_encoded(pipeline):
     r = pipeline.verify("ann", NOBODY)
     assert (r.decision, r.reason, r.distance) == (REJECT, Reason.NO_FACE, None)
-    assert stages(r) == [("daynight", "day"), ("detect", "NO_FACE")]
+    assert stages(r) == [("decode", "OK"), ("daynight", "day"), ("detect", "NO_FACE")]
     assert pipeline.embedder.calls == {"align": 1, "embed": 0}
 
 
@@ -102,7 +102,7 @@ def test_central_face_policy_lets_the_owner_in_beside_a_friend(pipeline):
     r = pipeline.verify("ann", TWO, site="gym")
     assert (r.decision, r.reason, r.distance) == (ACCEPT, Reason.MATCH, 0.0)
     assert "the central one is the card's owner" in r.detail
-    assert stages(r)[1:] == [("detect", "MULTIPLE_FACES"), ("encode", "OK"), ("match", "OK")]
+    assert stages(r)[2:] == [("detect", "MULTIPLE_FACES"), ("encode", "OK"), ("match", "OK")]
     assert r.threshold == pipeline.verify("ann", ORANGE, site="gym").threshold == THRESHOLD
     assert audit(pipeline)[-2]["faces"] == 2
 
@@ -117,7 +117,7 @@ def test_central_face_policy_refuses_when_the_central_face_is_not_the_owner(pipe
 def test_a_photo_too_dark_is_refused_before_the_face_models(pipeline):
     r = pipeline.verify("ann", DARK_RED)                  # ann's face: it would match, if looked at
     assert (r.decision, r.reason, r.distance) == (REJECT, Reason.TOO_DARK, None)
-    assert stages(r) == [("daynight", "TOO_DARK")] and r.detail
+    assert stages(r) == [("decode", "OK"), ("daynight", "TOO_DARK")] and r.detail
     assert pipeline.embedder.calls == {"align": 0, "embed": 0}
     entry = audit(pipeline)[-1]
     assert (entry["event"], entry["reason"], entry["faces"]) == ("Verify", "TOO_DARK", None)
@@ -126,7 +126,7 @@ def test_a_photo_too_dark_is_refused_before_the_face_models(pipeline):
 def test_trigger_word_site_without_audio_runs_nothing_else(pipeline):
     r = pipeline.verify("ann", RED, site=WORD_SITE)
     assert (r.decision, r.reason) == (REJECT, Reason.TRIGGER_NOT_HEARD)
-    assert stages(r) == [("trigger_word", "NO_AUDIO")]
+    assert stages(r) == [("decode", "OK"), ("trigger_word", "NO_AUDIO")]
     assert pipeline.embedder.calls == {"align": 0, "embed": 0} and pipeline.gates.daynight.calls == 0
     assert pipeline.gates.trigger_word.calls == 0
 
@@ -134,21 +134,21 @@ def test_trigger_word_site_without_audio_runs_nothing_else(pipeline):
 def test_trigger_word_site_with_audio_but_no_word_runs_nothing_else(pipeline):
     r = pipeline.verify("ann", RED, site=WORD_SITE, audio=wav())
     assert (r.decision, r.reason) == (REJECT, Reason.TRIGGER_NOT_HEARD)
-    assert stages(r) == [("trigger_word", "NOT_HEARD")] and r.stages[0].score == 0.0
+    assert stages(r) == [("decode", "OK"), ("trigger_word", "NOT_HEARD")] and r.stages[1].score == 0.0
     assert pipeline.embedder.calls == {"align": 0, "embed": 0} and pipeline.gates.daynight.calls == 0
 
 
 def test_the_word_heard_opens_the_cascade(pipeline):
     r = pipeline.verify("ann", RED, site=WORD_SITE, audio=wav(word_at=1.0))
     assert (r.decision, r.reason) == (ACCEPT, Reason.MATCH)
-    assert stages(r) == [("trigger_word", "HEARD"), ("daynight", "day"), ("detect", "OK"), ("encode", "OK"),
+    assert stages(r) == [("decode", "OK"), ("trigger_word", "HEARD"), ("daynight", "day"), ("detect", "OK"), ("encode", "OK"),
                          ("match", "OK")]
-    assert r.stages[0].score == WORD_P
+    assert r.stages[1].score == WORD_P
 
 
 def test_the_word_is_heard_before_the_light_is_judged(pipeline):
     r = pipeline.verify("ann", DARK_RED, site=WORD_SITE, audio=wav(word_at=0.5))
-    assert r.reason == Reason.TOO_DARK and stages(r) == [("trigger_word", "HEARD"), ("daynight", "TOO_DARK")]
+    assert r.reason == Reason.TOO_DARK and stages(r) == [("decode", "OK"), ("trigger_word", "HEARD"), ("daynight", "TOO_DARK")]
     r = pipeline.verify("ann", DARK_RED, site=WORD_SITE)
     assert r.reason == Reason.TRIGGER_NOT_HEARD and pipeline.gates.daynight.calls == 1
 
@@ -176,7 +176,7 @@ def test_a_word_site_with_no_detector_loaded_is_a_failed_precondition(tmp_path):
     with pytest.raises(FailedPrecondition, match="trigger"):
         p.verify("ann", RED, site=WORD_SITE, audio=wav(word_at=0.5))
     r = p.verify("ann", DARK_RED)                      # no day/night gate: no TOO_DARK, the day profile
-    assert (r.reason, r.light_profile) == (Reason.MATCH, "day") and stages(r)[0] == ("detect", "OK")
+    assert (r.reason, r.light_profile) == (Reason.MATCH, "day") and stages(r)[1] == ("detect", "OK")
 
 
 def test_a_jpeg_photo_is_decided_like_the_png(pipeline):
@@ -214,7 +214,7 @@ def test_a_night_photo_gets_the_night_profiles_threshold(pipeline):
     r = pipeline.verify("ann", NIGHT_PURPLE)
     assert (r.light_profile, r.threshold, r.distance) == ("night", NIGHT_THRESHOLD, 1.0)
     assert (r.decision, r.reason) == (ACCEPT, Reason.MATCH)
-    assert stages(r)[0] == ("daynight", "night")
+    assert stages(r)[1] == ("daynight", "night")
     assert pipeline.verify("ann", PURPLE).reason == Reason.NO_MATCH          # the same face by day
     assert pipeline.verify("ann", photo(face("blue"), light="night")).reason == Reason.NO_MATCH
 
@@ -256,7 +256,7 @@ def test_without_a_thresholds_store_the_checkpoints_values_apply(tmp_path):
 def test_a_sites_calibrated_too_dark_level_beats_the_gates(pipeline):
     pipeline.thresholds.put("gym", "night", 0.3, VERSION, kind="too_dark")
     r = pipeline.verify("ann", NIGHT_PURPLE, site="gym")                # light 0.25: too dark here
-    assert (r.reason, stages(r)) == (Reason.TOO_DARK, [("daynight", "TOO_DARK")])
+    assert (r.reason, stages(r)) == (Reason.TOO_DARK, [("decode", "OK"), ("daynight", "TOO_DARK")])
     assert pipeline.verify("ann", NIGHT_PURPLE).reason == Reason.MATCH  # the gate's own 0.1 elsewhere
 
 
@@ -273,7 +273,7 @@ def test_identify_finds_the_subject_with_enough_votes(pipeline):
     assert (r.decision, r.reason, r.subject) == (ACCEPT, Reason.MATCH, "ann")
     assert (r.votes, r.votes_needed, r.threshold) == (2, 2, IDENTIFY_THRESHOLD)
     assert r.neighbours[:2] == [("ann", 0.0), ("ann", 0.5)] and r.neighbours[2][0] == "bob"
-    assert stages(r) == [("daynight", "day"), ("detect", "OK"), ("encode", "OK"), ("match", "IDENTIFIED")]
+    assert stages(r) == [("decode", "OK"), ("daynight", "day"), ("detect", "OK"), ("encode", "OK"), ("match", "IDENTIFIED")]
 
 
 def test_identify_one_template_needs_one_vote(pipeline):
@@ -334,7 +334,7 @@ def test_identify_rejects_what_it_cannot_look_at(pipeline, image, reason):
 
 def test_identify_of_a_photo_too_dark_runs_no_face_model(pipeline):
     r = pipeline.identify(DARK_RED)
-    assert (r.reason, stages(r)) == (Reason.TOO_DARK, [("daynight", "TOO_DARK")])
+    assert (r.reason, stages(r)) == (Reason.TOO_DARK, [("decode", "OK"), ("daynight", "TOO_DARK")])
     assert pipeline.embedder.calls == {"align": 0, "embed": 0}
 
 
@@ -345,7 +345,7 @@ def test_identify_refuses_several_faces_even_where_verify_judges_the_central_one
 
 def test_identify_at_a_word_site_waits_for_the_word(pipeline):
     r = pipeline.identify(RED, site=WORD_SITE, audio=wav())
-    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("trigger_word", "NOT_HEARD")])
+    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("decode", "OK"), ("trigger_word", "NOT_HEARD")])
     assert pipeline.embedder.calls == {"align": 0, "embed": 0} and pipeline.gates.daynight.calls == 0
     assert pipeline.identify(RED, site=WORD_SITE, audio=wav(word_at=1.0)).subject == "ann"
 
@@ -478,5 +478,5 @@ def test_the_audit_records_decisions_without_photo_or_embedding(pipeline):
     v = entries[2]
     assert (v["reason"], v["decision"], v["distance"], v["threshold"], v["encoder_version"]) == (
         "MATCH", "ACCEPT", 0.5, THRESHOLD, VERSION)
-    assert [s["name"] for s in v["stages"]] == ["daynight", "detect", "encode", "match"]
+    assert [s["name"] for s in v["stages"]] == ["decode", "daynight", "detect", "encode", "match"]
     assert len((pipeline.settings.data_dir / "audit.jsonl").read_text()) < 2000
