@@ -83,7 +83,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         the handler. `bounded` (the camera RPCs): RESOURCE_EXHAUSTED when the queue is full,
         DEADLINE_EXCEEDED when the caller's deadline is too near once a worker is free."""
         run = functools.partial(contextvars.copy_context().run, fn, *args)
-        return await self.models.run(run, name=fn.__name__, bounded=bounded,
+        return await self.models.run(run, name=getattr(fn, "__name__", type(fn).__name__), bounded=bounded,
                                      deadline_left=context.time_remaining() if context is not None else None)
 
     @answered
