@@ -108,6 +108,12 @@ def loso(a) -> None:
     from gates.tts import DEFAULT_CACHE
 
     torch.set_num_threads(1)
+    try:
+        from gates.tts import install
+
+        install()                    # espeak-ng and festival from Debian's packages (a no-op when installed)
+    except Exception as e:           # noqa: BLE001 -- a filled cache still runs
+        print(f"could not install the synthesisers ({e}); relying on the cache", file=sys.stderr)
     out = run_loso(a.recipe, a.steps, Path(a.data), Path(a.runs) / a.recipe, DEFAULT_CACHE, a.seed,
                    a.word_clips, max(a.word_free_minutes, 60.0))
     path = Path(a.out) if a.out else ROOT / "docs" / "gates" / f"trigger_loso_{a.recipe}.json"
