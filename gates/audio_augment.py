@@ -5,6 +5,8 @@ from the `rng` passed in, so a seeded generator gives the same data every run.
 
 - speed:   resampling (tempo and pitch together, like a tape running fast or slow)
 - pitch:   a phase-vocoder time stretch, then resampling back to the original duration
+- formant: a vocal-tract-length change: resampling moves formants and pitch, a pitch shift puts
+           the pitch back (another speaker's vocal tract, the same voice pitch)
 - reverb:  convolution with a synthetic room impulse response (decaying noise, random RT60)
 - eq:      a random band limit (telephone-ish to full band), for other microphones
 - noise:   white / pink / brown (1/f^beta) noise at a chosen level
@@ -69,6 +71,13 @@ def shift_pitch(x: np.ndarray, semitones: float) -> np.ndarray:
     return change_speed(time_stretch(x, 1.0 / factor), factor)
 
 
+def shift_formants(x: np.ndarray, factor: float) -> np.ndarray:
+    """Formants times `factor` (> 1: a shorter vocal tract), pitch kept; the length becomes len(x) / factor."""
+    if abs(factor - 1.0) < 1e-3:
+        return x.astype(np.float32)
+    return shift_pitch(change_speed(x, factor), -12.0 * float(np.log2(factor)))
+
+
 def room_impulse(rng: np.random.Generator, rt60: float, direct_to_reverb_db: float) -> np.ndarray:
     """A synthetic room: a direct path, then exponentially decaying noise (60 dB down at rt60)."""
     n = int(rt60 * RATE)
@@ -104,10 +113,14 @@ def coloured_noise(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
     return (y / max(rms(y), 1e-12)).astype(np.float32)
 
 
-def augment_word(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> tuple[np.ndarray, int]:
-    """One random variant of a spoken word: speed, pitch, microphone, room (each with a probability).
+def augment_word(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                 formant: float = 0.0) -> tuple[np.ndarray, int]:
+    """One random variant of a spoken word: vocal tract (when `formant` > 0: factors within 1 +- formant),
+    speed, pitch, microphone, room (each with a probability).
 
     -> (audio, end): `end` is where the dry word ends; a reverberant tail may follow it."""
+    if formant > 0 and rng.random() < 0.7:
+        x = shift_formants(x, float(rng.uniform(1 - formant, 1 + formant)))
     if rng.random() < 0.8:
         x = change_speed(x, float(rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength)))
     if rng.random() < 0.6:

@@ -2,6 +2,17 @@
 
   python -m gates.train_trigger --out runs/trigger [--data ../shared/data] [--steps N] \
       [--export gates/weights/trigger_word.pt]
+  python -m gates.train_trigger --recipe robust --holdout-activates 1.wav 2.wav --test-activates 3.wav 3_act2.wav \
+      3_act3.wav --threshold-activates 3.wav 3_act2.wav 3_act3.wav --steps 250 --out runs/trigger-robust \
+      --export gates/weights/trigger_word.pt
+
+Two recipes. "shipped" (trigger-word-1) is described below. "robust" (trigger-word-2, ROBUST) adds
+festival's US English voices to espeak-ng's (apt-get installed on first use), a vocal-tract-length
+change of every augmented word, a frequency warp and a random microphone response of whole clips,
+coloured noise at 0-25 dB SNR, two frequency and two time masks (SpecAugment), per-utterance
+normalisation inside the model, and chooses the threshold on a real speaker kept out of the weights
+(`--threshold-activates`), allowing no false trigger on 30 min of word-free validation clips.
+bench/trigger_run.py --loso measures either recipe leave-one-speaker-out (gates/trigger_loso.py).
 
 Every training clip is made on the fly: a 10 s background (a random piece of the training
 background, reversed or band-limited now and then, at a random gain, plus white-to-brown
@@ -54,8 +65,8 @@ from . import audio_augment as aug
 from . import trigger_metrics as tm
 from .checkpoints import atomic_save
 from .trigger_synth import CLIP_SECONDS, Clip, MixConfig, Word, load_word, random_clip, trim_silence, word_variants
-from .trigger_word import TriggerNet, load_wav, save_trigger, spectrogram
-from .tts import Utterance, all_voices, synthesise
+from .trigger_word import N_FFT, N_MELS, HOP, RATE, TriggerNet, load_wav, mel_filterbank, save_trigger, spectrogram
+from .tts import FESTIVAL_VOICES, Utterance, install as install_tts, synthesise, training_voices
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -107,14 +118,37 @@ class TriggerConfig:
     holdout_negatives: tuple[str, ...] = ("2.wav", "2_1.wav", "3.wav", "3_2.wav")
     holdout_backgrounds: tuple[str, ...] = ("2.wav",)
     mix: MixConfig = field(default_factory=MixConfig)
+    workers: int = 1                     # processes making batches (0: in the training process)
+    # the robust recipe (ROBUST below; the shipped recipe leaves them off):
+    recipe: str = "shipped"
+    threshold_activates: tuple[str, ...] = ()   # a real speaker out of the weights: the threshold's "activate"s
+    festival_share: float = 0.0          # synthetic utterances spoken by festival voices, the rest by espeak-ng
+    tts_augment_p: float = 0.5           # synthetic words that get a room, a microphone, a voice change
+    formant: float = 0.0                 # vocal-tract-length factors within 1 +- this (words)
+    utt_norm: bool = False               # per-utterance normalisation inside the model
+    vtlp: float = 0.0                    # frequency-axis warp of the whole clip within 1 +- this (features)
+    eq_db: float = 0.0                   # a smooth random microphone response of up to +- this many dB
+    freq_masks: int = 1
+    time_mask: int = 0                   # SpecAugment-style: time masks of up to this many frames (10 ms)
+    time_masks: int = 0
+    p_snr_noise: float = 0.0             # clips that get coloured noise 0-25 dB below the words' level
+
+
+# Speakers change (formants, pitch, speed; festival and espeak-ng voices), rooms and microphones change
+# (reverberation, band limits, a smooth random response, noise at several SNRs), features are masked
+# (SpecAugment) and normalised per utterance; the threshold is chosen on a real speaker whose words the
+# weights never saw (`threshold_activates`), with no false trigger allowed on 30 min of word-free clips.
+ROBUST = dict(recipe="robust", festival_share=0.3, tts_augment_p=0.8, formant=0.12, utt_norm=True, vtlp=0.1,
+              eq_db=6.0, freq_masks=2, time_mask=20, time_masks=2, p_snr_noise=0.5, val_max_false_per_10min=0.0,
+              val_word_free_clips=180)
 
 
 # ------------------------------------------------------------------------------------ sources
 def split_files(data_dir: Path, cfg: TriggerConfig) -> dict[str, dict[str, list[Path]]]:
     """{"train": {...}, "holdout": {...}}, each {"activates", "negatives", "backgrounds"}: file lists."""
     root = Path(data_dir) / "trigger_word"
-    held = {"activates": cfg.holdout_activates, "negatives": cfg.holdout_negatives,
-            "backgrounds": cfg.holdout_backgrounds}
+    held = {"activates": tuple(cfg.holdout_activates) + tuple(cfg.threshold_activates),
+            "negatives": cfg.holdout_negatives, "backgrounds": cfg.holdout_backgrounds}
     out: dict[str, dict[str, list[Path]]] = {"train": {}, "holdout": {}}
     for kind, names in held.items():
         files = sorted((root / kind).glob("*.wav"))
@@ -125,13 +159,16 @@ def split_files(data_dir: Path, cfg: TriggerConfig) -> dict[str, dict[str, list[
             raise FileNotFoundError(f"hold-out files {sorted(missing)} are not in {root / kind}")
         out["holdout"][kind] = [f for f in files if f.name in names]
         out["train"][kind] = [f for f in files if f.name not in names]
+    out["threshold"] = {"activates": [root / "activates" / n for n in cfg.threshold_activates],
+                        "negatives": out["train"]["negatives"], "backgrounds": out["train"]["backgrounds"]}
     return out
 
 
 def tts_plan(cfg: TriggerConfig) -> dict[str, list[Utterance]]:
-    """The espeak-ng utterances of training and of validation, on disjoint voices (seeded)."""
+    """The synthetic utterances of training and of validation, on disjoint voices (seeded). The test
+    voices (tts.TEST_BASE_VOICES) are in neither; festival voices (`festival_share`) only in training."""
     rng = np.random.default_rng([cfg.seed, 1])
-    voices = list(rng.permutation(all_voices()))
+    voices = list(rng.permutation(training_voices()))
     n_val = int(round(cfg.tts_val_voice_share * len(voices)))
     groups = {"val": voices[:n_val], "train": voices[n_val:]}
     negatives = list(NEAR_MISSES) * 2 + list(OTHER_WORDS)          # near misses twice as often
@@ -143,17 +180,25 @@ def tts_plan(cfg: TriggerConfig) -> dict[str, list[Utterance]]:
         neg = [Utterance(str(negatives[int(rng.integers(len(negatives)))]), str(vs[int(rng.integers(len(vs)))]),
                          int(rng.integers(110, 230)), int(rng.integers(15, 86)))
                for i in range(int(cfg.tts_negatives * share))]
+        if split == "train" and cfg.festival_share > 0:
+            for u_list in (pos, neg):
+                for i in range(len(u_list)):
+                    if rng.random() < cfg.festival_share:
+                        u = u_list[i]
+                        u_list[i] = Utterance(u.text.rstrip(".!"), str(rng.choice(FESTIVAL_VOICES)),
+                                              int(rng.integers(80, 126)), 0)
         plan[f"{split}_positive"], plan[f"{split}_negative"] = pos, neg
     return plan
 
 
-def tts_words(utts: list[Utterance], positive: bool, cache: Path, rng: np.random.Generator) -> list[Word]:
+def tts_words(utts: list[Utterance], positive: bool, cache: Path, rng: np.random.Generator,
+              augment_p: float = 0.5, formant: float = 0.0) -> list[Word]:
     out = []
     for u in tqdm(utts, desc=f"tts {'activate' if positive else 'other words'}", unit="word", file=sys.stderr,
                   leave=False):
         x = trim_silence(synthesise(u, cache))
-        if rng.random() < 0.5:                                      # espeak is dry and clean: a room or a mic
-            x, end = aug.augment_word(x, rng, strength=0.5)
+        if rng.random() < augment_p:                                # synthetic is dry and clean: a room or a mic
+            x, end = aug.augment_word(x, rng, strength=0.5 if not formant else 1.0, formant=formant)
         else:
             end = len(x)
         out.append(Word(x, end, positive, f"tts:{u.text}/{u.voice}"))
@@ -168,15 +213,15 @@ class Pools:
 
 
 def build_pools(files: dict[str, list[Path]], plan_pos: list[Utterance], plan_neg: list[Utterance], variants: int,
-                cache: Path, seed: int) -> Pools:
+                cache: Path, seed: int, augment_p: float = 0.5, formant: float = 0.0) -> Pools:
     rng = np.random.default_rng(seed)
     real_pos = [load_word(f, True, f"activates/{f.name}") for f in files["activates"]]
     real_neg = [load_word(f, False, f"negatives/{f.name}") for f in files["negatives"]]
     return Pools(
-        positives={"real": word_variants(real_pos, variants, rng),
-                   "tts": tts_words(plan_pos, True, cache, rng) if plan_pos else []},
-        negatives={"real": word_variants(real_neg, max(variants // 2, 1), rng),
-                   "tts": tts_words(plan_neg, False, cache, rng) if plan_neg else []},
+        positives={"real": word_variants(real_pos, variants, rng, formant=formant),
+                   "tts": tts_words(plan_pos, True, cache, rng, augment_p, formant) if plan_pos else []},
+        negatives={"real": word_variants(real_neg, max(variants // 2, 1), rng, formant=formant),
+                   "tts": tts_words(plan_neg, False, cache, rng, augment_p, formant) if plan_neg else []},
         backgrounds=[load_wav(f) for f in files["backgrounds"]])
 
 
@@ -185,14 +230,60 @@ def make_batch(pools: Pools, cfg: TriggerConfig, step: int) -> tuple[torch.Tenso
     """Step k's batch, made from (seed, k) alone: B x frames x mels log-mel, B x steps labels."""
     rng = np.random.default_rng([cfg.seed, 2, step])
     clips = [random_clip(rng, pools.positives, pools.negatives, pools.backgrounds, cfg.mix) for _ in range(cfg.batch)]
-    x = spectrogram(np.stack([c.audio for c in clips]))
+    audio = np.stack([c.audio for c in clips])
+    if cfg.p_snr_noise:
+        for i in range(len(audio)):
+            if rng.random() < cfg.p_snr_noise:                   # words at -36..-16 dBFS, noise 0-25 dB below
+                level = float(rng.uniform(*cfg.mix.level_db)) - float(rng.uniform(0.0, 25.0))
+                audio[i] += aug.db_to_gain(level) * aug.coloured_noise(rng, audio.shape[1], float(rng.uniform(0, 2)))
+        audio = np.clip(audio, -1.0, 1.0)
+    x = features(audio, rng, cfg) if (cfg.vtlp or cfg.eq_db) else spectrogram(audio)
     if cfg.freq_mask:
         for i in range(len(x)):
-            w = int(rng.integers(0, cfg.freq_mask + 1))
-            f0 = int(rng.integers(0, x.shape[2] - w + 1))
-            x[i, :, f0:f0 + w] = x[i].mean()
+            for _ in range(cfg.freq_masks):
+                w = int(rng.integers(0, cfg.freq_mask + 1))
+                f0 = int(rng.integers(0, x.shape[2] - w + 1))
+                x[i, :, f0:f0 + w] = x[i].mean()
+    if cfg.time_mask:
+        for i in range(len(x)):
+            for _ in range(cfg.time_masks):
+                w = int(rng.integers(0, cfg.time_mask + 1))
+                t0 = int(rng.integers(0, x.shape[1] - w + 1))
+                x[i, t0:t0 + w, :] = x[i].mean()
     y = torch.from_numpy(np.stack([c.labels(cfg.label_span) for c in clips]))
     return x, y
+
+
+_WARPED: dict[float, torch.Tensor] = {}
+
+
+def warped_filterbank(alpha: float) -> torch.Tensor:
+    """The mel filters with every frequency times `alpha` (a vocal tract alpha times shorter, roughly)."""
+    alpha = round(alpha, 3)
+    if alpha not in _WARPED:
+        fb = mel_filterbank()
+        bins = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
+        warped = np.stack([np.interp(bins * alpha, bins, row, right=0.0) for row in fb])   # filter at f/alpha
+        _WARPED[alpha] = torch.from_numpy(warped.astype(np.float32))
+    return _WARPED[alpha]
+
+
+def features(audio: np.ndarray, rng: np.random.Generator, cfg: TriggerConfig) -> torch.Tensor:
+    """Log-mel frames as spectrogram() makes them, each clip through its own frequency warp (VTLP) and
+    a smooth random microphone response (+- eq_db, a sum of three cosines over the mel axis)."""
+    x = torch.as_tensor(audio, dtype=torch.float32)
+    power = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs() ** 2
+    out = []
+    m = np.arange(N_MELS) / (N_MELS - 1)
+    for i in range(len(power)):
+        alpha = float(rng.choice(np.linspace(1 - cfg.vtlp, 1 + cfg.vtlp, 9))) if cfg.vtlp else 1.0
+        spec = torch.log(warped_filterbank(alpha) @ power[i] + 1e-6).transpose(0, 1)
+        if cfg.eq_db:
+            curve = sum(rng.uniform(-1, 1) * np.cos(np.pi * k * m) for k in (1, 2, 3))
+            curve = cfg.eq_db * curve / max(np.abs(curve).max(), 1e-6) * float(rng.uniform(0, 1))
+            spec = spec + torch.from_numpy((curve * np.log(10) / 10).astype(np.float32))   # dB of power -> ln
+        out.append(spec)
+    return torch.stack(out)
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -293,15 +384,16 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
     plan = tts_plan(cfg)
     t0 = time.time()
     train = build_pools(split["train"], plan["train_positive"], plan["train_negative"], cfg.real_variants, cache,
-                        cfg.seed)
-    val = build_pools(split["train"], plan["val_positive"], plan["val_negative"], max(cfg.real_variants // 4, 2),
-                      cache, cfg.seed + 1000)
+                        cfg.seed, cfg.tts_augment_p, cfg.formant)
+    # the threshold's set: a real speaker the weights never saw (nested hold-out), else the training speakers
+    val = build_pools(split["threshold"] if cfg.threshold_activates else split["train"], plan["val_positive"],
+                      plan["val_negative"], max(cfg.real_variants // 4, 2), cache, cfg.seed + 1000)
     val_set = make_val_set(val, cfg)
     log(json.dumps({"pools": {k: len(v) for k, v in {**{f"pos_{a}": b for a, b in train.positives.items()},
                                                       **{f"neg_{a}": b for a, b in train.negatives.items()}}.items()},
                     "val_words": sum(len(positives_of(c)) for c in val_set.word_clips), "seconds": round(time.time() - t0, 1)}))
 
-    model = TriggerNet()
+    model = TriggerNet(utt_norm=cfg.utt_norm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     state_path = out / "last.pt"
@@ -311,8 +403,9 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
         log(json.dumps({"resumed_at": step}))
-    stream = torch.utils.data.DataLoader(BatchStream(train, cfg, step, cfg.steps), batch_size=None, num_workers=1,
-                                         prefetch_factor=4)
+    stream = (torch.utils.data.DataLoader(BatchStream(train, cfg, step, cfg.steps), batch_size=None,
+                                          num_workers=cfg.workers, prefetch_factor=4) if cfg.workers
+              else (make_batch(train, cfg, k) for k in range(step, cfg.steps)))
     with open(out / "log.jsonl", "a") as logf, tqdm(total=cfg.steps, initial=step, desc="train", unit="step",
                                                      file=sys.stderr) as bar:
         losses = []
@@ -336,10 +429,15 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
     if export:
         save_trigger(export, model.eval(), threshold=result["val"]["threshold"], label_span=cfg.label_span,
                      min_gap_steps=cfg.min_gap_steps, config=json.loads(json.dumps(asdict(cfg))),
-                     holdout={"activates": list(cfg.holdout_activates), "test_activates": list(cfg.test_activates), "negatives": list(cfg.holdout_negatives),
+                     holdout={"activates": list(cfg.holdout_activates) + list(cfg.threshold_activates),
+                              "test_activates": list(cfg.test_activates or cfg.threshold_activates),
+                              "threshold_activates": list(cfg.threshold_activates),
+                              "negatives": list(cfg.holdout_negatives),
                               "backgrounds": list(cfg.holdout_backgrounds),
                               "background": cfg.holdout_backgrounds[0], "note": HOLDOUT_NOTE},
-                     val_metrics=result["val"], version="trigger-word-1",
+                     val_metrics=result["val"], version="trigger-word-2" if cfg.recipe == "robust" else "trigger-word-1",
+                     threshold_chosen_on=(f"held-out speaker {list(cfg.threshold_activates)}" if cfg.threshold_activates
+                                          else "validation (training sources only)"),
                      training_data=("synthesised 10 s clips: trigger_word/backgrounds minus the hold-out, "
                                     "activates/negatives of the training voices, espeak-ng voices "
                                     "(gates/tts.py); see gates/train_trigger.py"))
@@ -361,13 +459,35 @@ def main(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--tts-words", type=int, choices=(0, 1), default=1,
                     help="0: no synthetic voices (real recordings only; no espeak-ng or cache needed)")
+    ap.add_argument("--recipe", choices=("shipped", "robust"), default="shipped",
+                    help="robust: more voices (festival), speaker/room/microphone augmentation, SpecAugment, "
+                         "per-utterance normalisation, the threshold on a held-out speaker (see ROBUST)")
+    ap.add_argument("--threshold-activates", nargs="*",
+                    help="activates/ files of a speaker kept out of the weights, on which the threshold is chosen")
+    ap.add_argument("--holdout-activates", nargs="*", help="activates/ files kept out of training altogether")
+    ap.add_argument("--test-activates", nargs="*",
+                    help="activates/ files the checkpoint names for its tests (bench/trigger_run.py); they must be "
+                         "out of the weights (held out, or the threshold's)")
     a = ap.parse_args(argv)
     from .tts import DEFAULT_CACHE
 
     over = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "seed": a.seed, "threads": a.threads}.items()
             if v is not None}
+    if a.recipe == "robust":
+        over = {**ROBUST, **over}
+    if a.threshold_activates is not None:
+        over["threshold_activates"] = tuple(a.threshold_activates)
+    if a.holdout_activates is not None:
+        over["holdout_activates"] = tuple(a.holdout_activates)
+    if a.test_activates is not None:
+        over["test_activates"] = tuple(a.test_activates)
     if not a.tts_words:
-        over.update(tts_positives=0, tts_negatives=0)
+        over.update(tts_positives=0, tts_negatives=0, festival_share=0.0)
+    else:
+        try:
+            install_tts()            # the synthesisers, from Debian's packages (a no-op when installed)
+        except Exception as e:       # noqa: BLE001 -- a filled cache still trains
+            print(f"could not install the synthesisers ({e}); relying on the cache", file=sys.stderr)
     cfg = TriggerConfig(**over)
     res = run(cfg, Path(a.data), Path(a.out), Path(a.tts_cache) if a.tts_cache else DEFAULT_CACHE,
               Path(a.export) if a.export else None)

@@ -184,14 +184,15 @@ def random_clip(rng: np.random.Generator, positives: dict[str, list[Word]], nega
     return compose(rng, bg, words, [word_gain(w, rng, cfg.level_db) for w in words])
 
 
-def word_variants(words: list[Word], per_word: int, rng: np.random.Generator, keep_original: bool = True) -> list[Word]:
-    """`per_word` augmented variants of each word (speed, pitch, microphone, room)."""
+def word_variants(words: list[Word], per_word: int, rng: np.random.Generator, keep_original: bool = True,
+                  formant: float = 0.0) -> list[Word]:
+    """`per_word` augmented variants of each word (vocal tract when `formant`, speed, pitch, microphone, room)."""
     out = []
     for w in words:
         if keep_original:
             out.append(w)
         for _ in range(per_word - int(keep_original)):
-            x, end = aug.augment_word(w.audio[:w.end], rng)
+            x, end = aug.augment_word(w.audio[:w.end], rng, formant=formant)
             out.append(Word(x, end, w.positive, w.source))
     return out
 

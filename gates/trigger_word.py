@@ -104,9 +104,18 @@ def seconds_to_step(t: float) -> int:
     return int(round((t * RATE / HOP - CONV_KERNEL / 2) / CONV_STRIDE))
 
 
+def normalise_utterance(spec: torch.Tensor) -> torch.Tensor:
+    """Per utterance: each mel band's mean over time removed (a microphone's and room's fixed colouring),
+    then divided by the utterance's overall spread (its loudness and its noise floor)."""
+    spec = spec - spec.mean(dim=-2, keepdim=True)
+    return spec / (spec.flatten(-2).std(dim=-1)[..., None, None] + 1e-3)
+
+
 class TriggerNet(nn.Module):
-    def __init__(self, n_mels: int = N_MELS, conv: int = 128, hidden: int = 128, dropout: float = 0.3):
+    def __init__(self, n_mels: int = N_MELS, conv: int = 128, hidden: int = 128, dropout: float = 0.3,
+                 utt_norm: bool = False):
         super().__init__()
+        self.utt_norm = utt_norm
         self.conv = nn.Sequential(nn.Conv1d(n_mels, conv, CONV_KERNEL, CONV_STRIDE), nn.BatchNorm1d(conv),
                                   nn.ReLU(), nn.Dropout(dropout))
         self.gru1 = nn.GRU(conv, hidden, batch_first=True)
@@ -116,9 +125,13 @@ class TriggerNet(nn.Module):
         self.drop2 = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, 1)
         self.args = {"n_mels": n_mels, "conv": conv, "hidden": hidden, "dropout": dropout}
+        if utt_norm:                                  # older checkpoints do not know the argument
+            self.args["utt_norm"] = True
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         """B x frames x N_MELS log-mel -> B x steps logits (one per output step)."""
+        if self.utt_norm:
+            spec = normalise_utterance(spec)
         x = self.conv(spec.transpose(1, 2)).transpose(1, 2)
         x = self.norm(self.drop1(self.gru1(x)[0]))
         x = self.drop2(self.gru2(x)[0])
@@ -175,6 +188,41 @@ class TriggerWordGate:
 
     def predict(self, wav: bytes | str | Path) -> list[Event]:
         return events(self.probabilities(load_wav(wav)), self.threshold, self.min_gap_steps)
+
+    @property
+    def retry_threshold(self) -> float:
+        """Below the threshold but at or above this: a word-like sound, not clear enough (say it again)."""
+        return float(self.meta.get("retry_threshold", 0.5 * self.threshold))
+
+    def listen(self, wav: bytes | str | Path) -> "Heard":
+        """The events, and what to tell a speaker when there is none."""
+        p = self.probabilities(load_wav(wav))
+        found = events(p, self.threshold, self.min_gap_steps)
+        peak = float(np.max(p)) if len(p) else 0.0
+        return Heard(found, peak, self.threshold, self.retry_threshold)
+
+
+@dataclass(frozen=True)
+class Heard:
+    events: list[Event]
+    peak: float                 # the highest probability of any step
+    threshold: float
+    retry_threshold: float
+
+    @property
+    def verdict(self) -> str:
+        """"heard"; "say_again": a word-like sound below the threshold; "not_heard": nothing like the word."""
+        if self.events:
+            return "heard"
+        return "say_again" if self.peak >= self.retry_threshold else "not_heard"
+
+    def message(self) -> str:
+        if self.verdict == "heard":
+            return f"heard \"activate\" (p {max(e.p for e in self.events):.2f})"
+        if self.verdict == "say_again":
+            return (f"say it again: something like \"activate\" was heard, but not clearly enough "
+                    f"(peak p {self.peak:.2f}, threshold {self.threshold:.2f})")
+        return f"no word heard: \"activate\" was not heard in the audio (peak p {self.peak:.2f})"
 
 
 def save_trigger(path: str | Path, model: TriggerNet, **meta) -> None:

@@ -213,14 +213,13 @@ class Pipeline:
             from gates.trigger_word import AudioError
 
             try:
-                found = gate.predict(audio)
+                heard = gate.listen(audio)
             except AudioError as e:
                 raise InvalidArgument(f"audio: {e}") from None
-            heard = len(found) > 0
-            stages.append(Stage("trigger_word", "HEARD" if heard else "NOT_HEARD", time.perf_counter() - t0,
-                                max((e.p for e in found), default=0.0)))
-            if not heard:
-                return GateVerdict(Reason.TRIGGER_NOT_HEARD, "the word \"activate\" was not heard in the audio", "")
+            stages.append(Stage("trigger_word", "HEARD" if heard.events else "NOT_HEARD", time.perf_counter() - t0,
+                                max((e.p for e in heard.events), default=heard.peak)))
+            if not heard.events:     # detail: "say it again: ..." (a word-like sound) or "no word heard: ..."
+                return GateVerdict(Reason.TRIGGER_NOT_HEARD, heard.message(), "")
         if self.gates.daynight is None:
             return GateVerdict(None, "", "day")
         t0 = time.perf_counter()

@@ -258,3 +258,93 @@ def test_audio_a_microphone_cannot_have_made_is_refused_before_resampling(rate, 
     wavfile.write(buf, rate, np.zeros(max(1, int(rate * seconds)), np.int16))
     with pytest.raises(AudioError, match=match):
         load_wav(buf.getvalue())
+
+
+# ---------------------------------------------------------------------------- the robust recipe, LOSO, confidence
+def test_formant_shift_moves_the_spectral_envelope_and_keeps_the_pitch():
+    t = np.arange(RATE) / RATE
+    # a 150 Hz voice through one resonance near 1 kHz: harmonics weighted by a bump around 1 kHz
+    voice = sum(np.exp(-((k * 150 - 1000) / 200) ** 2) * np.sin(2 * np.pi * k * 150 * t) for k in range(1, 30))
+    voice = (0.3 * voice / np.abs(voice).max()).astype(np.float32)
+    shifted = aug.shift_formants(voice, 1.2)
+    spec = np.abs(np.fft.rfft(shifted * np.hanning(len(shifted))))
+    f = np.fft.rfftfreq(len(shifted), 1 / RATE)
+    assert len(shifted) == pytest.approx(RATE / 1.2, rel=0.02)
+    assert f[spec.argmax()] == pytest.approx(1200, abs=160)                       # the resonance moved up 20 %
+    harmonics = f[(spec > 0.05 * spec.max())]
+    assert np.min(np.abs(harmonics[:, None] - 150 * np.arange(1, 30)[None]), axis=1).max() < 12   # pitch kept
+
+
+def test_per_utterance_normalisation_ignores_loudness_and_a_fixed_microphone_colour():
+    from gates.trigger_word import normalise_utterance
+
+    x = spectrogram(np.random.default_rng(0).normal(0, 0.1, 2 * RATE).astype(np.float32))[None]
+    tilt = torch.linspace(-2.0, 2.0, N_MELS)                                       # a fixed response per band
+    a, b = normalise_utterance(x), normalise_utterance(x + np.log(4.0) + tilt)      # 4x the power, coloured
+    assert torch.allclose(a, b, atol=1e-4) and abs(float(a.mean())) < 1e-4
+    net = TriggerNet(utt_norm=True)
+    assert net.args["utt_norm"] is True and "utt_norm" not in TriggerNet().args   # old checkpoints still load
+
+
+def test_a_warped_filterbank_moves_a_tone_to_another_band():
+    from gates.train_trigger import warped_filterbank
+    from gates.trigger_word import mel_filterbank
+
+    assert torch.allclose(warped_filterbank(1.0), torch.from_numpy(mel_filterbank()), atol=1e-6)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(RATE) / RATE).astype(np.float32)
+    power = torch.stft(torch.from_numpy(tone), 400, 160, window=torch.hann_window(400), return_complex=True).abs() ** 2
+    band = lambda fb: int((fb @ power).mean(1).argmax())  # noqa: E731
+    assert band(warped_filterbank(1.1)) > band(warped_filterbank(1.0)) > band(warped_filterbank(0.9))
+
+
+def test_loso_folds_keep_each_speaker_out_of_its_own_training(tmp_path):
+    from gates.trigger_loso import folds, speaker_of
+    from gates.train_trigger import TriggerConfig, split_files
+
+    root = tmp_path / "trigger_word"
+    names = {"activates": ["1.wav", "1_act2.wav", "2.wav", "2_act2.wav", "3_act3.wav", "4_act2.wav"],
+             "negatives": [f"{i}.wav" for i in range(1, 7)], "backgrounds": ["1.wav", "2.wav"]}
+    for kind, files in names.items():
+        (root / kind).mkdir(parents=True)
+        for n in files:
+            wavfile.write(root / kind / n, RATE, np.zeros(RATE // 2, np.int16))
+    fs = folds(root)
+    assert [f["speaker"] for f in fs] == ["1", "2", "3", "4"] and speaker_of("3_act3.wav") == "3"
+    for f in fs:
+        assert {speaker_of(a) for a in f["test_activates"]} == {f["speaker"]} != {f["threshold_speaker"]}
+        cfg = TriggerConfig(holdout_activates=tuple(f["test_activates"]), holdout_negatives=tuple(f["negatives"]),
+                            holdout_backgrounds=(f["background"],), threshold_activates=tuple(f["threshold_activates"]))
+        split = split_files(tmp_path, cfg)
+        trained = {speaker_of(p.name) for p in split["train"]["activates"]}
+        assert f["speaker"] not in trained and f["threshold_speaker"] not in trained and len(trained) == 2
+        assert not {p.name for p in split["train"]["negatives"]} & set(f["negatives"])
+        assert [p.name for p in split["train"]["backgrounds"]] != [f["background"]]
+        assert [p.name for p in split["threshold"]["activates"]] == f["threshold_activates"]
+    assert {f["background"] for f in fs} == {"1.wav", "2.wav"}
+
+
+def test_training_voices_never_include_the_test_voices():
+    from gates import tts
+
+    train, test = set(tts.training_voices()), set(tts.test_voices())
+    assert test and train and not train & test
+    assert all(v.split("+")[0] in tts.TEST_BASE_VOICES for v in test)
+    u = tts.Utterance("activate", "festival:kal_diphone", 100, 0)
+    assert ":" not in u.file_name() and "+" not in tts.Utterance("a", "en-us+f3", 150, 50).file_name()
+
+
+def test_a_gate_tells_no_word_from_a_word_like_sound():
+    from gates.trigger_word import Heard
+
+    net = TriggerNet()
+    torch.nn.init.zeros_(net.out.weight)
+    gate = TriggerWordGate(net, {"threshold": 0.8})
+    silence = wav_bytes(np.zeros(RATE, np.int16), RATE)
+    for bias, verdict in ((-5.0, "not_heard"), (0.0, "say_again"), (5.0, "heard")):     # p 0.007, 0.5, 0.993
+        torch.nn.init.constant_(net.out.bias, bias)
+        h = gate.listen(silence)
+        assert h.verdict == verdict and h.retry_threshold == 0.4 and bool(h.events) == (verdict == "heard")
+    assert Heard([], 0.55, 0.8, 0.4).message().startswith("say it again")
+    assert Heard([], 0.1, 0.8, 0.4).message().startswith("no word heard") and "peak p 0.10" in \
+        Heard([], 0.1, 0.8, 0.4).message()
+    assert TriggerWordGate(net, {"threshold": 0.8, "retry_threshold": 0.7}).retry_threshold == 0.7

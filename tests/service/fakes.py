@@ -35,7 +35,7 @@ from scipy.io import wavfile
 from encoder.align import FaceAlignment, choose_face
 from facegate.reasons import Reason
 from gates.daynight import DayNightResult, light_level
-from gates.trigger_word import RATE, Event, load_wav
+from gates.trigger_word import RATE, Event, Heard, load_wav
 
 DIM = 128
 VERSION = "fake-encoder-1"
@@ -198,15 +198,17 @@ class FakeDayNight:
 
 
 WORD_P = 0.93        # the probability the fake detector gives a word it hears
+MUMBLE_P = 0.4       # ... and a word-like sound too quiet to be sure of (its threshold: 0.5, say again from 0.25)
 
 
-def wav(word_at: float | None = None, seconds: float = 2.0, rate: int = RATE) -> bytes:
-    """A 16-bit WAV of quiet noise; with `word_at`, a loud 0.3 s beep (the "word") at that second."""
+def wav(word_at: float | None = None, seconds: float = 2.0, rate: int = RATE, level: float = 0.8) -> bytes:
+    """A 16-bit WAV of quiet noise; with `word_at`, a 0.3 s beep (the "word") of amplitude `level` at that
+    second (0.8: heard; 0.25: a mumble, "say it again")."""
     x = np.random.default_rng(0).normal(0, 0.01, int(seconds * rate))
     if word_at is not None:
         t = np.arange(int(0.3 * rate)) / rate
         at = int(word_at * rate)
-        x[at:at + len(t)] += 0.8 * np.sin(2 * np.pi * 1000 * t)
+        x[at:at + len(t)] += level * np.sin(2 * np.pi * 1000 * t)
     buf = io.BytesIO()
     wavfile.write(buf, rate, (np.clip(x, -1, 1) * 32767).astype(np.int16))
     return buf.getvalue()
@@ -222,12 +224,19 @@ class FakeTriggerWord:
         self.calls = 0
 
     def predict(self, audio: bytes) -> list[Event]:
+        return self.listen(audio).events
+
+    def listen(self, audio: bytes) -> Heard:
+        """As the real gate's: the events, and a peak of MUMBLE_P where a frame's RMS is 0.1-0.3."""
         self.calls += 1
         x = load_wav(audio)
         frames = x[: len(x) // self.FRAME * self.FRAME].reshape(-1, self.FRAME)
-        loud = np.sqrt((frames ** 2).mean(axis=1)) > 0.3
+        level = np.sqrt((frames ** 2).mean(axis=1))
+        loud = level > 0.3
         starts = np.flatnonzero(loud & ~np.concatenate([[False], loud[:-1]]))
-        return [Event(round(float(i) * self.FRAME / RATE, 3), WORD_P) for i in starts]
+        found = [Event(round(float(i) * self.FRAME / RATE, 3), WORD_P) for i in starts]
+        peak = WORD_P if found else (MUMBLE_P if (level > 0.1).any() else 0.0)
+        return Heard(found, peak, 0.5, 0.25)
 
 
 # ---------------------------------------------------------------------------------- a pipeline

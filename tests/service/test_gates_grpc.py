@@ -117,7 +117,18 @@ def audio(data_dir, served):
     said = bg.copy()
     at = 3 * RATE
     said[at:at + len(word)] += word
-    return {"said": wav_bytes(said, RATE), "silent": wav_bytes(bg, RATE), "word_end_s": 3 + len(word) / RATE}
+    # a word-like sound the detector is unsure of: the word cut short or spoken far away, whichever
+    # first lands between the gate's "say it again" level and its threshold
+    unsure = None
+    for frac in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3):
+        for gain in (1.0, 0.5, 0.25, 0.12, 0.06, 0.03):
+            clip = bg.copy()
+            part = word[: int(frac * len(word))] * gain
+            clip[at:at + len(part)] += part
+            if unsure is None and gate.listen(wav_bytes(clip, RATE)).verdict == "say_again":
+                unsure = wav_bytes(clip, RATE)
+    return {"said": wav_bytes(said, RATE), "silent": wav_bytes(bg, RATE), "word_end_s": 3 + len(word) / RATE,
+            "unsure": unsure}
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +158,21 @@ def test_word_not_said_runs_no_face_model(served, probe, audio):
     assert calls.n == {"mtcnn": 0, "encoder": 0}
     r = server.client.identify(probe, site=SITE, audio=audio["silent"])
     assert (r["subject"], r["reason"]) == (None, "TRIGGER_NOT_HEARD")
+    assert calls.n == {"mtcnn": 0, "encoder": 0}
+
+
+def test_no_word_and_a_word_like_sound_get_different_details_and_no_face_model(served, probe, audio):
+    server, calls = served
+    calls.reset()
+    r = server.client.verify("Tom_Cruise", probe, site=SITE, audio=audio["silent"])
+    assert (r["reason"], r["detail"][:13]) == ("TRIGGER_NOT_HEARD", "no word heard"), r["detail"]
+    assert audio["unsure"] is not None, "no cut-short or distant 'activate' fell between say-again and threshold"
+    r = server.client.verify("Tom_Cruise", probe, site=SITE, audio=audio["unsure"])
+    assert (r["decision"], r["reason"]) == ("REJECT", "TRIGGER_NOT_HEARD")
+    assert r["detail"].startswith("say it again") and "peak p" in r["detail"], r["detail"]
+    assert names(r) == ["trigger_word"] and 0 < r["stages"][0]["score"] < 1
+    r = server.client.identify(probe, site=SITE, audio=audio["unsure"])
+    assert r["reason"] == "TRIGGER_NOT_HEARD" and r["detail"].startswith("say it again")
     assert calls.n == {"mtcnn": 0, "encoder": 0}
 
 
