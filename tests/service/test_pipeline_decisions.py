@@ -141,11 +141,11 @@ def test_trigger_word_site_with_audio_but_no_word_runs_nothing_else(pipeline):
 def test_no_word_and_a_word_like_sound_get_different_answers(pipeline):
     """Both are TRIGGER_NOT_HEARD and run no face model; the detail tells "no word heard" from "say it again"."""
     r = pipeline.verify("ann", RED, site=WORD_SITE, audio=wav())
-    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("trigger_word", "NOT_HEARD")])
+    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("decode", "OK"), ("trigger_word", "NOT_HEARD")])
     assert r.detail.startswith("no word heard") and "peak p 0.00" in r.detail
     r = pipeline.verify("ann", RED, site=WORD_SITE, audio=wav(word_at=1.0, level=0.25))
-    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("trigger_word", "NOT_HEARD")])
-    assert r.detail.startswith("say it again") and "peak p 0.40" in r.detail and r.stages[0].score == 0.4
+    assert (r.reason, stages(r)) == (Reason.TRIGGER_NOT_HEARD, [("decode", "OK"), ("trigger_word", "NOT_HEARD")])
+    assert r.detail.startswith("say it again") and "peak p 0.40" in r.detail and r.stages[1].score == 0.4
     assert pipeline.embedder.calls == {"align": 0, "embed": 0} and pipeline.gates.daynight.calls == 0
     r = pipeline.identify(RED, site=WORD_SITE, audio=wav(word_at=1.0, level=0.25))
     assert r.reason == Reason.TRIGGER_NOT_HEARD and r.detail.startswith("say it again")
