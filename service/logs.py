@@ -50,10 +50,26 @@ class JsonLines(JsonFormatter):
         super().add_fields(log_data, record, message_dict)
 
 
+class CurrentStderr(logging.StreamHandler):
+    """A handler on the process's stderr as it is when a line is written, not as it was when
+    logging was set up (a replaced or closed sys.stderr is never written to)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(level: int = logging.INFO, stream=None) -> logging.Handler:
-    """JSON lines on `stream` (stderr) for every logger of the process, replacing the root
-    logger's handlers -> the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """JSON lines on `stream` (default: stderr) for every logger of the process, replacing the
+    root logger's handlers -> the handler."""
+    handler = logging.StreamHandler(stream) if stream is not None else CurrentStderr()
     handler.setFormatter(JsonLines())
     handler.addFilter(RequestContext())
     root = logging.getLogger()
