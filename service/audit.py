@@ -105,7 +105,7 @@ def load_or_create_key(path: str | Path) -> bytes:
             os.close(fd)
         try:
             os.link(tmp, path)          # fails if another process made it first: theirs is kept
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except FileExistsError:
             pass
         finally:
@@ -127,7 +127,8 @@ def load_or_create_key(path: str | Path) -> bytes:
     return key
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or link in `folder` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -161,7 +162,7 @@ class FileAuditLines:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             if new:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             yield fd
         finally:
             os.close(fd)        # releases the lock

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .audit import AUDIT_FILE, KEY_FILE, FileAuditLines, rfc3339, verify_chain
+from .audit import AUDIT_FILE, KEY_FILE, FileAuditLines, fsync_dir, rfc3339, verify_chain
 from .index_layout import CURRENT, INDEXES
 
 MANIFEST = "manifest.json"
@@ -52,14 +52,6 @@ def _sha256(path: Path) -> tuple[int, str]:
             h.update(chunk)
             n += len(chunk)
     return n, h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -172,11 +164,11 @@ def backup(data_dir: str | Path, dest: str | Path) -> dict:
             f.flush()
             os.fsync(f.fileno())
         for folder in sorted({(work / e["path"]).parent for e in entries} | {work}):
-            _fsync_dir(folder)
+            fsync_dir(folder)
         if dest.exists():
             dest.rmdir()
         os.rename(work, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -247,7 +239,7 @@ def restore(src: str | Path, data_dir: str | Path, force: bool = False) -> dict:
             out = work / entry["path"]
             out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _copy_checked(src / entry["path"], out, entry)
-            _fsync_dir(out.parent)
+            fsync_dir(out.parent)
         if (work / KEY_FILE).exists():
             os.chmod(work / KEY_FILE, 0o600)
         current = m.get("current_index")
@@ -261,7 +253,7 @@ def restore(src: str | Path, data_dir: str | Path, force: bool = False) -> dict:
                 previous = data.parent / f"{data.name}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}"
                 os.rename(data, previous)
         os.rename(work, data)
-        _fsync_dir(data.parent)
+        fsync_dir(data.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -43,7 +43,7 @@ from index.vector_index import VectorIndex
 
 from .errors import FacegateError, Unavailable
 from .sites import SiteError, SitePolicy
-from .thresholds import ThresholdError, ThresholdStore
+from .thresholds import ThresholdStore
 
 log = logging.getLogger("facegate.pg_store")
 
@@ -462,16 +462,8 @@ class PgThresholdStore(ThresholdStore):
                                (site, self._key(profile, kind))).fetchone()
         return row[0] if row else None
 
-    def get(self, site: str, profile: str, encoder_version: str, kind: str = "verify") -> float | None:
-        entry = self.entry(site, profile, kind)
-        if entry is None:
-            return None
-        if entry["encoder_version"] != encoder_version:
-            raise ThresholdError(
-                f"{self.path}: the threshold of site {site!r} ({profile}) was calibrated for encoder "
-                f"{entry['encoder_version']}, not {encoder_version}; run `facegate calibrate ... "
-                f"--site {site} --profile {profile} --kind {kind} --store URL` again")
-        return float(entry["threshold"])
+    def store_option(self) -> str:
+        return "--store URL"
 
 
 # ------------------------------------------------------------------------------------ sites

@@ -80,12 +80,16 @@ class ThresholdStore:
         """The site's threshold for this profile (Verify's, or Identify's stricter one), or None if
         it has none. A threshold calibrated for another encoder version is refused: distances of
         two encoders are not comparable."""
-        entry = self._read().get(site, {}).get(self._key(profile, kind))
+        entry = self.entry(site, profile, kind)
         if entry is None:
             return None
         if entry["encoder_version"] != encoder_version:
             raise ThresholdError(
                 f"{self.path}: the threshold of site {site!r} ({profile}) was calibrated for encoder "
                 f"{entry['encoder_version']}, not {encoder_version}; run `facegate calibrate ... "
-                f"--site {site} --profile {profile} --kind {kind} --data-dir {self.path.parent}` again")
+                f"--site {site} --profile {profile} --kind {kind} {self.store_option()}` again")
         return float(entry["threshold"])
+
+    def store_option(self) -> str:
+        """The CLI option that names this store (in messages)."""
+        return f"--data-dir {self.path.parent}"
