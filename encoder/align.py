@@ -77,11 +77,19 @@ class AlignConfig:
     multiple_ratio: float = 0.6        # another face with >= this share of the chosen face's area -> MULTIPLE_FACES
     min_visible: float = 0.6           # ...counting only faces with this share of their box inside the photo
     pad_retry: float = 0.3             # no face found: pad each side by this share and try again (tight ID scans)
+    id_face_share: float = 0.25        # an ID photo (align's id_photo) is first searched for faces of at least
+                                       # this share of its short side (see FaceAligner.detect)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
 
     def __post_init__(self):
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; known: {sorted(GEOMETRIES)}")
+
+    @property
+    def chip_face_px(self) -> int:
+        """About the size of a face (its box's side) in this geometry's chip: a face with fewer
+        pixels than this is enlarged to make the chip (dlib150: the chip's face is 150 / 1.5)."""
+        return round(self.crop_size * 2 / 3)
 
     @staticmethod
     def for_geometry(geometry: str = "arcface112", crop_size: int | None = None) -> "AlignConfig":
@@ -242,6 +250,10 @@ class FaceAligner:
             return self.chips.from_points(img, landmarks)
         return warp_to_template(img, landmarks, self.config.crop_size)
 
+    def recrop(self, img: np.ndarray, a: FaceAlignment, scale: float) -> np.ndarray:
+        """The chip of face `a` (found in this photo at 1/scale of `img`'s size) read from `img`."""
+        return self.crop(img, (a.landmarks + 0.5) * scale - 0.5)
+
     def fallback_crop(self, img: np.ndarray) -> np.ndarray:
         """CONTRACT.md's evaluation fallback for a photo with no face found, in this geometry."""
         if self.chips is not None:
@@ -270,8 +282,15 @@ class FaceAligner:
             scale = min(scale, self.config.min_detect_px / min_face_px, self.config.sized_max_side / max(h, w))
         return scale
 
-    def detect(self, img: np.ndarray, min_face_px: int | None = None):
+    def detect(self, img: np.ndarray, min_face_px: int | None = None, id_photo: bool = False):
         """All confident faces: boxes (N,4), probs (N,), landmarks (N,5,2), in the photo's pixels.
+
+        `id_photo` (enrollment: a face that fills a good part of the photo): the photo is first
+        searched for faces of at least `id_face_share` of its short side only, a fraction of the
+        full search's cost (an LFW photo: MTCNN on 80x80 instead of 250x250). What it finds is
+        kept when the chosen face is large enough that any face of similar size (a rival under
+        MULTIPLE_FACES' rule) was searched for as well; otherwise, or with no face found, the
+        photo is searched as without `id_photo`. Landmarks are placed on the full photo either way.
 
         A tight crop (an ID-card scan whose face fills the frame) often hides the face from
         MTCNN's proposal net, so with no face found the photo is padded and searched again.
@@ -281,11 +300,33 @@ class FaceAligner:
         photo of noise took over 20 GB), where a face it can use is large in any such photo."""
         h, w = img.shape[:2]
         scale = self.detect_scale(h, w, min_face_px)
+        if id_photo and (found := self._detect_large(img, scale)) is not None:
+            return found
         if scale < 1.0:
             small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
             boxes, probs, points = self._detect_padded(small)
             return boxes / scale, probs, points / scale
         return self._detect_padded(img)
+
+    def _detect_large(self, img: np.ndarray, scale: float):
+        """detect()'s first search of an ID photo, or None where it cannot stand for the full search."""
+        cfg = self.config
+        h, w = img.shape[:2]
+        smallest = max(cfg.min_face_px, cfg.id_face_share * min(h, w))     # the smallest face searched, px
+        coarse = min(scale, cfg.min_detect_px / smallest)
+        if coarse > 0.8 * scale:               # hardly smaller than the full search: not worth a second one
+            return None
+        small = cv2.resize(img, (max(1, round(w * coarse)), max(1, round(h * coarse))), interpolation=cv2.INTER_AREA)
+        boxes, probs, points = self._detect(small)
+        if len(boxes) == 0:
+            return None
+        boxes, points = boxes / coarse, points / coarse
+        chosen = choose_face(boxes, h, w)
+        side = min(boxes[chosen, 2] - boxes[chosen, 0], boxes[chosen, 3] - boxes[chosen, 1])
+        # a rival has >= multiple_ratio of the chosen face's area: its side >= sqrt(ratio) x this side
+        if side * math.sqrt(cfg.multiple_ratio) < smallest:
+            return None
+        return boxes, probs, points
 
     def _detect_padded(self, img: np.ndarray):
         boxes, probs, points = self._detect(img)
@@ -299,14 +340,15 @@ class FaceAligner:
                 points = points - np.array([px, py], np.float32)
         return boxes, probs, points
 
-    def align(self, img: np.ndarray, min_face_px: int | None = None) -> FaceAlignment:
+    def align(self, img: np.ndarray, min_face_px: int | None = None, id_photo: bool = False) -> FaceAlignment:
         """The photo's face, aligned, or the reason why not. `min_face_px`: the smallest face the
         caller cares about (a site's policy): smaller faces are FACE_TOO_SMALL (or not found at
         all), and the photo is searched at the scale where such a face is MTCNN's smallest.
         None: the configured `min_face_px`, the photo searched at full size up to
-        `detect_max_side` (the evaluation's rule)."""
+        `detect_max_side` (the evaluation's rule). `id_photo`: an ID photo's large face is
+        searched for first (detect)."""
         cfg = self.config
-        boxes, probs, points = self.detect(img, min_face_px)
+        boxes, probs, points = self.detect(img, min_face_px, id_photo)
         min_face = min_face_px or cfg.min_face_px
         if len(boxes) == 0:
             return FaceAlignment(Reason.NO_FACE, detail="no face found")

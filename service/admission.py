@@ -9,8 +9,9 @@ on a request whose caller has already given up.
   would be gone before the answer is; it gets DEADLINE_EXCEEDED and the models never run.
 - A request whose caller cancelled it (or whose deadline passed at the client) while it waited
   leaves the queue without running (asyncio cancels the executor's pending future).
-- Enroll photos wait for a worker rather than fail: an enrollment job streams one photo at a time
-  and is not a camera at a door; a refusal would only make it resend the same photo. Cheap
+- Enroll photos wait for a worker rather than fail: a stream has at most one photo per worker
+  running (service/servicer.py) and is not a camera at a door; a refusal would only make it
+  resend the same photo. Cheap
   calls (GetStatus, DeleteSubject) are not bounded either.
 """
 from __future__ import annotations

@@ -6,6 +6,8 @@ it is answered INTERNAL with the request id (its traceback goes to the log under
 text never to the client); in an Enroll stream it is that photo's answer, and the stream goes on."""
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextvars
 import functools
 import logging
@@ -108,8 +110,20 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             detail=r.detail, stages=_stages(r.stages))
 
     async def Enroll(self, request_iterator, context):
-        async for req in request_iterator:
-            yield await self._enroll_one(req)
+        """The photos of a stream run side by side, one per model worker, while the next ones are
+        read; each is answered in the order it came, once its template is durable (or it is
+        rejected). A stream that ends early (its caller gone) cancels the photos still running."""
+        running: collections.deque[asyncio.Future] = collections.deque()
+        try:
+            async for req in request_iterator:
+                running.append(asyncio.ensure_future(self._enroll_one(req)))
+                while running and (len(running) > self.models.workers or running[0].done()):
+                    yield await running.popleft()
+            while running:
+                yield await running.popleft()
+        finally:
+            for f in running:
+                f.cancel()
 
     async def _enroll_one(self, req) -> pb.EnrollResponse:
         """One photo of a stream. One bad photo does not end the job: it is answered (REJECTED

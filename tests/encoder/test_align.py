@@ -150,3 +150,37 @@ def test_a_large_photo_is_searched_downscaled_and_aligned_from_the_full_photo(al
 def test_a_strip_too_thin_for_the_detector_once_downscaled_has_no_face(aligner):
     strip = np.random.default_rng(0).integers(0, 256, (600, 60000, 3), dtype=np.uint8)
     assert aligner.align(strip).reason is Reason.NO_FACE            # 1280 x 13 after downscaling
+
+
+def _searched_sizes(aligner, monkeypatch):
+    """The (h, w) of every image MTCNN is run on from now on."""
+    sizes = []
+    run = aligner._detect
+    monkeypatch.setattr(aligner, "_detect", lambda img: sizes.append(img.shape[:2]) or run(img))
+    return sizes
+
+
+def test_an_id_photo_is_searched_small_first_and_finds_the_same_face(aligner, gul, monkeypatch):
+    full = aligner.align(gul)
+    sizes = _searched_sizes(aligner, monkeypatch)
+    first = aligner.align(gul, id_photo=True)
+    assert sizes == [(80, 80)]          # faces of >= 1/4 of 250 px searched at 20/62.5: one search, no other
+    assert first.ok and first.faces == full.faces
+    np.testing.assert_allclose(first.box, full.box, atol=12)
+    np.testing.assert_allclose(first.landmarks, full.landmarks, atol=3)
+
+
+def test_an_id_photo_whose_face_is_small_is_searched_in_full(aligner, gul, monkeypatch):
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[170:320, 245:395] = cv2.resize(gul, (150, 150))      # a face of ~60 px: under 1/4 of 480
+    full = aligner.align(canvas)
+    sizes = _searched_sizes(aligner, monkeypatch)
+    r = aligner.align(canvas, id_photo=True)
+    assert len(sizes) == 2 and sizes[1] == (480, 640)             # the small search found nothing it may keep
+    assert r.reason is full.reason and r.ok
+    np.testing.assert_allclose(r.box, full.box)
+
+
+def test_an_id_photo_beside_another_face_of_its_size_is_still_multiple_faces(aligner, gul, reese):
+    r = aligner.align(np.concatenate([gul, reese], axis=1), id_photo=True)
+    assert r.reason is Reason.MULTIPLE_FACES and r.faces == 2

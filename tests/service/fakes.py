@@ -136,12 +136,22 @@ class FakeEmbedder:
         self.calls = {"align": 0, "embed": 0}
         self.min_face_seen: int | None = None      # the min_face_px of the last align call
 
+    sized_max_side = 640            # as encoder.align.AlignConfig: a site's photo is decoded near this side
+    chip_face_px = CROP * 2 // 3    # ...and its chip read sharper where the face is smaller
+
+    def recrop(self, img: np.ndarray, a: FaceAlignment, scale: float) -> np.ndarray:
+        """The crop of face `a` (found at 1/scale of img's size) read from img, as Embedder.recrop."""
+        self.calls["recrop"] = self.calls.get("recrop", 0) + 1
+        x0, y0, x1, y1 = (a.box * scale).round().astype(int)
+        return cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (CROP, CROP), interpolation=cv2.INTER_AREA)
+
     @property
     def default_threshold(self) -> float | None:
         return self.meta.get("threshold")
 
-    def align(self, img: np.ndarray, min_face_px: int | None = None) -> FaceAlignment:
-        """`min_face_px`: the site's smallest face (None: MIN_FACE), as encoder.align.FaceAligner.align."""
+    def align(self, img: np.ndarray, min_face_px: int | None = None, id_photo: bool = False) -> FaceAlignment:
+        """`min_face_px`: the site's smallest face (None: MIN_FACE), as encoder.align.FaceAligner.align
+        (`id_photo` changes only how the real aligner searches, not what it finds)."""
         self.calls["align"] += 1
         self.min_face_seen = min_face_px
         min_face = min_face_px or MIN_FACE

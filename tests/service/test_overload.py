@@ -32,14 +32,22 @@ class SlowEmbedder(FakeEmbedder):
         self.seconds = seconds
         self.runs = 0                 # detections started (from many worker threads)
         self.last_shape = None        # the shape of the last photo detection was given
+        self.running = 0              # detections running now
+        self.most_running = 0         # ... and the most that ever ran at once
         self._lock = threading.Lock()
 
-    def align(self, img, min_face_px=None):
+    def align(self, img, min_face_px=None, id_photo=False):
         with self._lock:
             self.runs += 1
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
             self.last_shape = img.shape
-        time.sleep(self.seconds)
-        return super().align(img, min_face_px)
+        try:
+            time.sleep(self.seconds)
+            return super().align(img, min_face_px, id_photo)
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def _server(tmp_path, seconds: float, **settings):
@@ -170,10 +178,28 @@ def test_a_40_megapixel_photo_is_decoded_reduced_and_answered(tmp_path):
         server.stop()
     assert (r.decision, r.reason) == (pb.ACCEPT, pb.MATCH)
     decode = r.stages[0]
-    assert (decode.name, decode.outcome, decode.score) == ("decode", "REDUCED", 4.0)
-    # decoded at a quarter of each side (libjpeg's DCT scaling): 1935 x 1290, the face 500 px
-    assert embedder.last_shape == (1290, 1935, 3)
+    assert (decode.name, decode.outcome, decode.score) == ("decode", "REDUCED", 8.0)
+    # decoded at an eighth of each side (libjpeg's DCT scaling), near the side a site's faces are
+    # searched at: 967 x 645, the face 250 px, more than its chip needs (read as it is)
+    assert embedder.last_shape == (645, 968, 3)
+    assert embedder.calls.get("recrop", 0) == 0
     assert took < 5.0, took
+
+
+@pytest.mark.slow
+def test_a_small_face_in_a_40_megapixel_photo_is_read_from_a_sharper_decode(tmp_path):
+    server, embedder = _server(tmp_path, 0.0)
+    big = encode(draw(face("orange", side=400), size=(7740, 5160)), "JPEG")        # at 1/8, a face of 50 px
+    try:
+        with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
+            r = pb_grpc.FaceGateStub(ch).Verify(pb.VerifyRequest(subject_id="ann", image=big), timeout=30)
+    finally:
+        server.stop()
+    assert (r.decision, r.reason) == (pb.ACCEPT, pb.MATCH)
+    # found at 1/8, its chip read from the photo decoded at 1/4, where the face has 100 px (>= 74)
+    assert embedder.last_shape == (645, 968, 3) and embedder.calls["recrop"] == 1
+    decode = r.stages[0]
+    assert (decode.name, decode.outcome, decode.score) == ("decode", "SHARPER", 4.0)
 
 
 # ---------------------------------------------------------------------------------- the site's smallest face
