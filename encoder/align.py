@@ -85,12 +85,6 @@ class AlignConfig:
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; known: {sorted(GEOMETRIES)}")
 
-    @property
-    def chip_face_px(self) -> int:
-        """About the size of a face (its box's side) in this geometry's chip: a face with fewer
-        pixels than this is enlarged to make the chip (dlib150: the chip's face is 150 / 1.5)."""
-        return round(self.crop_size * 2 / 3)
-
     @staticmethod
     def for_geometry(geometry: str = "arcface112", crop_size: int | None = None) -> "AlignConfig":
         return AlignConfig(crop_size=crop_size or GEOMETRIES[geometry], geometry=geometry)
@@ -249,10 +243,6 @@ class FaceAligner:
         if self.chips is not None:
             return self.chips.from_points(img, landmarks)
         return warp_to_template(img, landmarks, self.config.crop_size)
-
-    def recrop(self, img: np.ndarray, a: FaceAlignment, scale: float) -> np.ndarray:
-        """The chip of face `a` (found in this photo at 1/scale of `img`'s size) read from `img`."""
-        return self.crop(img, (a.landmarks + 0.5) * scale - 0.5)
 
     def fallback_crop(self, img: np.ndarray) -> np.ndarray:
         """CONTRACT.md's evaluation fallback for a photo with no face found, in this geometry."""

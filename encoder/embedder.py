@@ -132,16 +132,10 @@ class Embedder:
         return self.aligner.align(img, min_face_px, id_photo)
 
     @property
-    def chip_face_px(self) -> int:
-        return self.aligner.config.chip_face_px
-
-    @property
     def sized_max_side(self) -> int:
         """The longest side a photo is searched at when sized to a site (AlignConfig.sized_max_side)."""
         return self.aligner.config.sized_max_side
 
-    def recrop(self, img: np.ndarray, a: FaceAlignment, scale: float) -> np.ndarray:
-        return self.aligner.recrop(img, a, scale)
 
     def embed(self, img: np.ndarray, accept_any_face: bool = False) -> Embedding:
         """The service's rule: only a usable face is embedded (reason OK). With `accept_any_face`,

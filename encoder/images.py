@@ -84,6 +84,17 @@ def _pixels(im: Image.Image, min_side: int, reduce_to: int | None = None) -> np.
     return np.ascontiguousarray(arr)
 
 
+def photo_pixels(data: bytes) -> int:
+    """The pixels a photo's header announces (width x height), nothing decoded; 0 where no
+    header can be read (the decoder then says what is wrong)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+        return w * h
+    except Exception:          # noqa: BLE001 - any unreadable header: the decoder's to explain
+        return 0
+
+
 def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
     """Return an HxWx3 uint8 RGB array, rotated as its EXIF orientation says, at full size.
 

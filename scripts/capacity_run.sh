@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The capacity runs of docs/capacity (640x480 camera frames, load generator on the same machine):
-#   scripts/capacity_run.sh [OUT]        (OUT: docs/capacity)
+#   scripts/capacity_run.sh [OUT]        (OUT: docs/capacity; FACEGATE_CAPACITY_SECONDS: each run, 60)
 # A real `facegate serve` on a fresh data folder; 12 LFW people enrolled from one photo each, their
 # next two photos the cameras' probes, pasted into frames by `facegate loadtest --frames`; a site
 # "kiosk" with `min_face_px` 80. Prints and writes: 4 cameras at the default site and at the kiosk;
@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 F=".venv/bin/facegate"
 L=${FACEGATE_DATA:-../shared/data}/faces/lfw/images
 OUT=${1:-docs/capacity}; mkdir -p "$OUT"
+S=${FACEGATE_CAPACITY_SECONDS:-60}      # seconds each run lasts
 C=$(mktemp -d /tmp/facegate-capacity.XXXX); trap 'rm -rf "$C"' EXIT
 mkdir -p $C/enroll $C/probe $C/big
 PY=.venv/bin/python
@@ -35,16 +36,16 @@ $F enroll $C/enroll --server 127.0.0.1:50981 --json 2>/dev/null; echo
 $F site kiosk --min-face-px 80 --data-dir $C/data --json; echo
 LT="$F loadtest --server 127.0.0.1:50981 --rpc verify --photos $C/probe --frames 640x480"
 for site in default kiosk; do
-  echo "== 4 cameras, 60 s, site $site"
-  $LT --site $site --cameras 4 --seconds 60 --plot $OUT/lat4_$site.png --json 2>/dev/null > $OUT/c4_$site.json; cat $OUT/c4_$site.json; echo
+  echo "== 4 cameras, $S s, site $site"
+  $LT --site $site --cameras 4 --seconds $S --plot $OUT/lat4_$site.png --json 2>/dev/null > $OUT/c4_$site.json; cat $OUT/c4_$site.json; echo
 done
-echo "== 2 cameras alone, 60 s (site kiosk)"
-$LT --site kiosk --cameras 2 --seconds 60 --json 2>/dev/null > $OUT/c2.json; cat $OUT/c2.json; echo
-echo "== 2 cameras + a 40 MP photo twice a second, 60 s"
-$F loadtest --server 127.0.0.1:50981 --rpc verify --photos $C/big --rate 2 --seconds 60 --json 2>/dev/null > $OUT/big.json &
+echo "== 2 cameras alone, $S s (site kiosk)"
+$LT --site kiosk --cameras 2 --seconds $S --json 2>/dev/null > $OUT/c2.json; cat $OUT/c2.json; echo
+echo "== 2 cameras + a 40 MP photo twice a second, $S s"
+$F loadtest --server 127.0.0.1:50981 --rpc verify --photos $C/big --rate 2 --seconds $S --json 2>/dev/null > $OUT/big.json &
 BP=$!
-$LT --site kiosk --cameras 2 --seconds 60 --json 2>/dev/null > $OUT/c2big.json; wait $BP
+$LT --site kiosk --cameras 2 --seconds $S --json 2>/dev/null > $OUT/c2big.json; wait $BP
 cat $OUT/c2big.json; echo; cat $OUT/big.json; echo
-echo "== 16 cameras, 2 s deadlines, 60 s (site kiosk)"
-$LT --site kiosk --cameras 16 --seconds 60 --deadline-ms 2000 --plot $OUT/lat16.png --json 2>/dev/null > $OUT/c16.json; cat $OUT/c16.json; echo
+echo "== 16 cameras, 2 s deadlines, $S s (site kiosk)"
+$LT --site kiosk --cameras 16 --seconds $S --deadline-ms 2000 --plot $OUT/lat16.png --json 2>/dev/null > $OUT/c16.json; cat $OUT/c16.json; echo
 kill -TERM $SP; wait $SP

@@ -317,7 +317,8 @@ def cmd_serve(a) -> int:
                              tls_dir=a.tls_dir, insecure=a.insecure, metrics_listen=a.metrics_listen,
                              store=a.store, device=a.device, health_listen=a.health_listen,
                              index_kind=a.index_kind, workers=a.workers, max_queue=a.max_queue,
-                             batch_window_ms=a.batch_window_ms, batch_max=a.batch_max)
+                             large_photo_pixels=a.large_photo_pixels, batch_window_ms=a.batch_window_ms,
+                             batch_max=a.batch_max)
     try:
         check_listen(settings.listen, settings.tls_dir, settings.insecure)    # at once, before torch loads
         if settings.tls_dir:
@@ -737,6 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, help="requests running the face models at once (default 2)")
     sv.add_argument("--max-queue", type=int, help="camera requests allowed to wait for a worker; one more is "
                                                   "answered RESOURCE_EXHAUSTED at once (default 16)")
+    sv.add_argument("--large-photo-pixels", type=int,
+                    help="Verify/Identify photos of more pixels run on a worker of their own at a lower CPU "
+                         "priority (default 8294400, a 4K frame's; 0: on the same workers)")
     sv.add_argument("--batch-window-ms", type=float, help="micro-batching: how long a batch waits for more "
                                                           "requests (default 3)")
     sv.add_argument("--batch-max", type=int, help="micro-batching: requests per batch (default 1: off)")

@@ -116,10 +116,10 @@ class Metrics:
                                      ["status", "reason"], registry=r)
         self.build = Info("facegate_build", "The server's build.", registry=r)
         self.queue = Gauge("facegate_queue_requests", "Camera requests (Verify, Identify, Cluster) running on a "
-                           "model worker or waiting for one; beyond workers + max_queue: RESOURCE_EXHAUSTED.",
-                           registry=r)
-        self.queue.set_function(lambda: self.models.admitted if self.models is not None else 0)
-        self.models = None         # the servicer's ModelQueue (service/admission.py), set by watch_queue
+                           "model worker or waiting for one, large photos' included; beyond workers + max_queue: "
+                           "RESOURCE_EXHAUSTED.", registry=r)
+        self.queue.set_function(lambda: sum(q.admitted for q in self.models))
+        self.models = []           # the servicer's ModelQueues (service/admission.py), set by watch_queue
         for rpc in RPCS:           # every RPC shows from the start, so that rate() has a first sample
             self.requests.labels(rpc, "OK")
             self.request_seconds.labels(rpc)
@@ -141,9 +141,9 @@ class Metrics:
                          "encoder_arithmetic": str(getattr(pipeline.embedder, "arithmetic", "")),
                          "grpc": grpc.__version__, "python": platform.python_version()})
 
-    def watch_queue(self, models) -> None:
-        """Read facegate_queue_requests from the servicer's bounded queue."""
-        self.models = models
+    def watch_queue(self, *queues) -> None:
+        """Read facegate_queue_requests from the servicer's bounded queues."""
+        self.models = list(queues)
 
     # ------------------------------------------------------------------------------ the endpoint
     def start_http(self, listen: str) -> tuple[str, int]:

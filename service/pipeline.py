@@ -156,8 +156,8 @@ class Pipeline:
     def decode_for_site(self, data: bytes, stages: list[Stage]) -> Decoded:
         """Verify's and Identify's photo. Their faces are searched at a camera frame's long side at
         most (encoder.align.AlignConfig.sized_max_side), so a large photo is decoded reduced to
-        about that side (a 40-megapixel JPEG at 1/8: 25 ms, where 1/4 took 38); the face's chip is
-        read again from a sharper decode only where it needs the pixels (`sharper_chip`)."""
+        about that side (a 40-megapixel JPEG at 1/8: 25 ms, where 1/4 took 38), and searched as a
+        frame of the site's camera enlarged (`_face`)."""
         t0 = time.perf_counter()
         try:
             d = decode_reduced(data, self.settings.max_pixels, reduce_to=self.embedder.sized_max_side)
@@ -165,26 +165,6 @@ class Pipeline:
             raise InvalidArgument(str(e)) from None
         stages.append(Stage("decode", "REDUCED" if d.factor > 1 else "OK", time.perf_counter() - t0, float(d.factor)))
         return d
-
-    def sharper_chip(self, data: bytes, d: Decoded, a, stages: list[Stage]) -> None:
-        """A face found in a photo decoded reduced, smaller there than the chip's face
-        (Embedder.chip_face_px), gets its chip from the photo decoded again at the smallest
-        reduction that gives it those pixels (at most full size): the chip is then made by
-        downscaling, as for a camera frame, not by enlarging. Its time is the decode stage's."""
-        if d.factor <= 1 or a.crop is None:
-            return
-        side = float(min(a.box[2] - a.box[0], a.box[3] - a.box[1]))
-        need = self.embedder.chip_face_px
-        if side >= need:
-            return
-        t0 = time.perf_counter()
-        factor = max(1, int(side * d.factor / need))            # the reduction that keeps `need` px
-        sharp = decode_reduced(data, self.settings.max_pixels, reduce_to=max(d.size) // factor).image
-        a.crop = self.embedder.recrop(sharp, a, sharp.shape[1] / d.image.shape[1])
-        decode = next(i for i, st in enumerate(stages) if st.name == "decode")
-        st = stages[decode]
-        stages[decode] = Stage(st.name, "SHARPER", st.seconds + time.perf_counter() - t0,
-                               max(d.size) / max(sharp.shape[:2]))
 
     def _calibrated(self, site: str, profile: str, kind: str) -> float | None:
         """The site's calibrated value, else the default site's (a site with no thresholds of its own
@@ -269,29 +249,30 @@ class Pipeline:
         return GateVerdict(None, "", r.label)
 
     def _face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False,
-              min_face_px: int | None = None, id_photo: bool = False, photo: tuple[bytes, Decoded] | None = None):
+              min_face_px: int | None = None, id_photo: bool = False, decoded: Decoded | None = None):
         """The photo's usable face and its embedding, or (alignment, None) with the reason why not.
         `central_of_several`: a photo of several faces of similar size gives its central face too.
         `min_face_px`: the site's smallest face (SitePolicy); None: the aligner's own rule (Enroll, Cluster).
         `id_photo` (Enroll): its large face is searched for first (encoder.align.FaceAligner.detect).
-        `photo`: img's bytes and decode (decode_for_site), for a chip read sharper (sharper_chip);
-        `min_face_px` is then in the photo's own pixels, as the site's camera sees them, not the decode's."""
+        `decoded`: how img was decoded (decode_for_site). A photo decoded reduced, larger than any
+        camera frame, is searched as a frame of the site's camera enlarged: its smallest face is the
+        share of its long side that `min_face_px` is of a frame's (Embedder.sized_max_side), so that
+        its search costs what a frame's does, and its chip is made as a frame's, from the decode."""
         t0 = time.perf_counter()
-        factor = photo[1].factor if photo is not None else 1
-        if min_face_px and factor > 1:
-            a = self.embedder.align(img, max(1, math.floor(min_face_px / factor)), id_photo)
+        d = decoded
+        if min_face_px and d is not None and d.factor > 1:
+            smallest = min_face_px * max(d.size) / self.embedder.sized_max_side      # in the photo's pixels
+            a = self.embedder.align(img, max(1, math.floor(smallest / d.factor)), id_photo)
             if a.reason is Reason.FACE_TOO_SMALL:
-                side = float(min(a.box[2] - a.box[0], a.box[3] - a.box[1])) * factor
-                a.detail = f"face of {side:.0f} px, below {min_face_px} px"
+                side = float(min(a.box[2] - a.box[0], a.box[3] - a.box[1])) * d.factor
+                a.detail = (f"face of {side:.0f} px, below {smallest:.0f} px (this site's {min_face_px} px in a "
+                            f"{self.embedder.sized_max_side} px frame)")
         else:
             a = self.embedder.align(img, min_face_px, id_photo)
         t1 = time.perf_counter()
         stages.append(Stage("detect", a.outcome, t1 - t0, a.prob))
         if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
             return a, None
-        if photo is not None:
-            self.sharper_chip(*photo, a, stages)
-            t1 = time.perf_counter()
         v = self.embedder.embed_crops(a.crop[None])[0]
         stages.append(Stage("encode", "OK", time.perf_counter() - t1))
         return a, v
@@ -313,7 +294,7 @@ class Pipeline:
         threshold = self.threshold(site, profile or "day", "verify")
         distance = None
         a, v = (None, None) if gate.reject else self._face(img, stages, policy.several_faces == CENTRAL_FACE,
-                                                                     policy.min_face_px, photo=(image, d))
+                                                                     policy.min_face_px, decoded=d)
         if gate.reject:
             decision, reason, detail = REJECT, gate.reject, gate.detail
         elif v is None:
@@ -359,7 +340,7 @@ class Pipeline:
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "identify")
         a, v = (None, None) if gate.reject else self._face(img, stages, min_face_px=policy.min_face_px,
-                                                            photo=(image, d))
+                                                            decoded=d)
         if gate.reject or v is None:
             reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason, a.detail)
             r = IdentifyResult(REJECT, reason, None, 0, 0, [], threshold, site, profile, self.version,

@@ -104,9 +104,10 @@ async def create_server(settings: Settings, deps: Deps,
         interceptors=[RequestInterceptor(deps.metrics), *([AuthInterceptor()] if credentials else [])],
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes)])
-    servicer = FaceGateServicer(deps.pipeline, settings.workers, settings.max_queue)
+    servicer = FaceGateServicer(deps.pipeline, settings.workers, settings.max_queue, settings.large_photo_pixels,
+                                settings.large_photo_queue)
     if deps.metrics:
-        deps.metrics.watch_queue(servicer.models)
+        deps.metrics.watch_queue(*servicer.queues())
     pb_grpc.add_FaceGateServicer_to_server(servicer, server)
     health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -19,7 +19,9 @@ from facegate.v1 import facegate_pb2_grpc as pb_grpc
 
 from facegate.reasons import Reason
 
-from .admission import ModelQueue
+from encoder.images import photo_pixels
+
+from .admission import LARGE_PHOTO_NICE, ModelQueue
 from .errors import FacegateError
 from .pipeline import Pipeline
 
@@ -75,23 +77,38 @@ def _stages(stages):
 
 
 class FaceGateServicer(pb_grpc.FaceGateServicer):
-    def __init__(self, pipeline: Pipeline, workers: int = 2, max_queue: int = 16):
+    def __init__(self, pipeline: Pipeline, workers: int = 2, max_queue: int = 16, large_photo_pixels: int = 0,
+                 large_photo_queue: int = 4):
         self.pipeline = pipeline
-        # the model workers behind a bounded queue (service/admission.py)
+        # the model workers behind a bounded queue, and the large photos' own (service/admission.py)
         self.models = ModelQueue(workers, max_queue)
+        self.large_photo_pixels = large_photo_pixels
+        self.large = (ModelQueue(1, large_photo_queue, "facegate-large", nice=LARGE_PHOTO_NICE)
+                      if large_photo_pixels else None)
 
-    async def _call(self, context, fn, *args, bounded: bool = False):
-        """fn(*args) on a model worker, in the call's ContextVars (its caller, its request id) as in
-        the handler. `bounded` (the camera RPCs): RESOURCE_EXHAUSTED when the queue is full,
-        DEADLINE_EXCEEDED when the caller's deadline is too near once a worker is free."""
+    def queues(self) -> list[ModelQueue]:
+        return [q for q in (self.models, self.large) if q is not None]
+
+    def _queue_for(self, image: bytes) -> ModelQueue:
+        """The large photos' queue for a photo whose header says it has more than large_photo_pixels."""
+        if self.large is not None and photo_pixels(image) > self.large_photo_pixels:
+            return self.large
+        return self.models
+
+    async def _call(self, context, fn, *args, bounded: bool = False, queue: ModelQueue | None = None):
+        """fn(*args) on a model worker (of `queue`, else the frames'), in the call's ContextVars (its
+        caller, its request id) as in the handler. `bounded` (the camera RPCs): RESOURCE_EXHAUSTED
+        when the queue is full, DEADLINE_EXCEEDED when the caller's deadline is too near once a
+        worker is free."""
         run = functools.partial(contextvars.copy_context().run, fn, *args)
-        return await self.models.run(run, name=getattr(fn, "__name__", type(fn).__name__), bounded=bounded,
-                                     deadline_left=context.time_remaining() if context is not None else None)
+        return await (queue or self.models).run(
+            run, name=getattr(fn, "__name__", type(fn).__name__), bounded=bounded,
+            deadline_left=context.time_remaining() if context is not None else None)
 
     @answered
     async def Verify(self, request, context):
         r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
-                             request.audio, bounded=True)
+                             request.audio, bounded=True, queue=self._queue_for(request.image))
         return pb.VerifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject,
             distance=-1.0 if r.distance is None else r.distance, threshold=r.threshold, site=r.site,
@@ -101,7 +118,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
     @answered
     async def Identify(self, request, context):
         r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio,
-                             bounded=True)
+                             bounded=True, queue=self._queue_for(request.image))
         return pb.IdentifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject or "",
             votes=r.votes, votes_needed=r.votes_needed,
@@ -110,14 +127,15 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
             detail=r.detail, stages=_stages(r.stages))
 
     async def Enroll(self, request_iterator, context):
-        """The photos of a stream run side by side, one per model worker, while the next ones are
-        read; each is answered in the order it came, once its template is durable (or it is
-        rejected). A stream that ends early (its caller gone) cancels the photos still running."""
+        """The photos of a stream run side by side, one per model worker, with as many more waiting
+        for a worker (a worker that finishes one finds the next at once); each is answered in the
+        order it came, once its template is durable (or it is rejected). A stream that ends early
+        (its caller gone) cancels its photos still running or waiting."""
         running: collections.deque[asyncio.Future] = collections.deque()
         try:
             async for req in request_iterator:
                 running.append(asyncio.ensure_future(self._enroll_one(req)))
-                while running and (len(running) > self.models.workers or running[0].done()):
+                while running and (len(running) > 2 * self.models.workers or running[0].done()):
                     yield await running.popleft()
             while running:
                 yield await running.popleft()

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # Verify/Identify/Cluster requests allowed to wait for a worker; one more is answered
     # RESOURCE_EXHAUSTED ("busy") at once (service/admission.py). Enroll photos wait instead.
     max_queue: int = Field(16, ge=0)
+    # Verify/Identify photos of more pixels than this (a 4K camera frame's, 3840 x 2160) run on a
+    # worker of their own at a lower CPU priority, behind large_photo_queue waiting places
+    # (service/admission.py): uploads never hold the doors' frames up. 0: on the same workers.
+    large_photo_pixels: int = Field(3840 * 2160, ge=0)
+    large_photo_queue: int = Field(4, ge=0)
     # micro-batching (service/batching.py): concurrent requests' detection and encoding run through
     # the networks together; a batch waits at most batch_window_ms for batch_max requests. Off (1) by
     # default: on 2 shared cores it saved ~10 % CPU per request but no throughput we could measure;

@@ -137,13 +137,6 @@ class FakeEmbedder:
         self.min_face_seen: int | None = None      # the min_face_px of the last align call
 
     sized_max_side = 640            # as encoder.align.AlignConfig: a site's photo is decoded near this side
-    chip_face_px = CROP * 2 // 3    # ...and its chip read sharper where the face is smaller
-
-    def recrop(self, img: np.ndarray, a: FaceAlignment, scale: float) -> np.ndarray:
-        """The crop of face `a` (found at 1/scale of img's size) read from img, as Embedder.recrop."""
-        self.calls["recrop"] = self.calls.get("recrop", 0) + 1
-        x0, y0, x1, y1 = (a.box * scale).round().astype(int)
-        return cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (CROP, CROP), interpolation=cv2.INTER_AREA)
 
     @property
     def default_threshold(self) -> float | None:

@@ -6,6 +6,7 @@ past saturation every call ends by its deadline with an answer or one of those t
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import pytest
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from facegate.reasons import Reason
-from service.admission import DeadlineTooNear, ModelQueue
+from service.admission import LARGE_PHOTO_NICE, DeadlineTooNear, ModelQueue
 from service.sites import SiteError, SitePolicy, SiteStore
 from tests.service.fakes import FakeEmbedder, ServerThread, draw, encode, face, fake_pipeline, photo
 
@@ -34,11 +35,14 @@ class SlowEmbedder(FakeEmbedder):
         self.last_shape = None        # the shape of the last photo detection was given
         self.running = 0              # detections running now
         self.most_running = 0         # ... and the most that ever ran at once
+        self.workers_seen = []        # (thread name, its nice value) of each detection
         self._lock = threading.Lock()
 
     def align(self, img, min_face_px=None, id_photo=False):
         with self._lock:
             self.runs += 1
+            self.workers_seen.append((threading.current_thread().name,
+                                      os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             self.last_shape = img.shape
@@ -55,6 +59,7 @@ def _server(tmp_path, seconds: float, **settings):
     pipeline = fake_pipeline(tmp_path, embedder, gates=False, **settings)
     pipeline.enroll("ann", RED)
     embedder.runs = 0
+    embedder.workers_seen.clear()
     return ServerThread(pipeline), embedder
 
 
@@ -180,26 +185,39 @@ def test_a_40_megapixel_photo_is_decoded_reduced_and_answered(tmp_path):
     decode = r.stages[0]
     assert (decode.name, decode.outcome, decode.score) == ("decode", "REDUCED", 8.0)
     # decoded at an eighth of each side (libjpeg's DCT scaling), near the side a site's faces are
-    # searched at: 967 x 645, the face 250 px, more than its chip needs (read as it is)
+    # searched at: 968 x 645, the face 250 px
     assert embedder.last_shape == (645, 968, 3)
-    assert embedder.calls.get("recrop", 0) == 0
     assert took < 5.0, took
 
 
 @pytest.mark.slow
-def test_a_small_face_in_a_40_megapixel_photo_is_read_from_a_sharper_decode(tmp_path):
-    server, embedder = _server(tmp_path, 0.0)
-    big = encode(draw(face("orange", side=400), size=(7740, 5160)), "JPEG")        # at 1/8, a face of 50 px
+def test_large_photos_run_on_their_own_worker_at_a_lower_priority_and_never_hold_a_frame_up(tmp_path):
+    # photos over 800 x 600 are "large" here; each detection takes 1 s; one large photo may wait
+    server, embedder = _server(tmp_path, 1.0, large_photo_pixels=800 * 600, large_photo_queue=1)
+    large = photo(face("orange", side=200), size=(1200, 900))
+    own = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
-            r = pb_grpc.FaceGateStub(ch).Verify(pb.VerifyRequest(subject_id="ann", image=big), timeout=30)
+        with grpc.insecure_channel(server.address) as ch:
+            stub = pb_grpc.FaceGateStub(ch)
+            with ThreadPoolExecutor(4) as pool:
+                uploads = [pool.submit(_verify, stub, large) for _ in range(3)]   # 1 running, 1 waiting, 1 refused
+                time.sleep(0.3)
+                frame = _verify(stub)                                            # the frames' workers are free
+                uploads = [f.result() for f in uploads]
     finally:
         server.stop()
-    assert (r.decision, r.reason) == (pb.ACCEPT, pb.MATCH)
-    # found at 1/8, its chip read from the photo decoded at 1/4, where the face has 100 px (>= 74)
-    assert embedder.last_shape == (645, 968, 3) and embedder.calls["recrop"] == 1
-    decode = r.stages[0]
-    assert (decode.name, decode.outcome, decode.score) == ("decode", "SHARPER", 4.0)
+    assert frame[0] == "OK" and frame[1] < 1.6, frame            # 1 s of detection, not 2 or 3 behind the uploads
+    assert sorted(c for c, _, _ in uploads) == ["OK", "OK", "RESOURCE_EXHAUSTED"], uploads
+    names = {name.rsplit("_", 1)[0]: nice for name, nice in embedder.workers_seen}
+    assert names == {"facegate-large": min(own + LARGE_PHOTO_NICE, 19), "facegate-model": own}, embedder.workers_seen
+
+
+def test_a_photos_pixels_are_read_from_its_header():
+    from encoder.images import photo_pixels
+
+    assert photo_pixels(photo(size=(640, 480))) == 640 * 480
+    assert photo_pixels(photo(size=(640, 480), fmt="JPEG")[:1000]) == 640 * 480    # the header alone
+    assert photo_pixels(b"not a photo") == 0 and photo_pixels(b"") == 0
 
 
 # ---------------------------------------------------------------------------------- the site's smallest face
@@ -217,6 +235,22 @@ def test_a_sites_min_face_px_makes_a_smaller_face_too_small(tmp_path):
     assert pipeline.identify(mid, site="kiosk").reason == Reason.FACE_TOO_SMALL
     r = pipeline.verify("ann", photo(face("orange", side=90)), site="kiosk")
     assert r.reason == Reason.MATCH
+
+
+def test_a_photo_larger_than_a_frame_is_searched_as_the_sites_frame_enlarged(tmp_path):
+    embedder = FakeEmbedder()
+    pipeline = fake_pipeline(tmp_path, embedder, gates=False)
+    pipeline.enroll("ann", RED)
+    pipeline.sites.put("kiosk", min_face_px=80)
+    # 2560 x 1920, four times a 640 x 480 frame: decoded at 1/4; a face of 240 px is one of 60 px in a frame
+    big = photo(face("orange", side=240), size=(2560, 1920), fmt="JPEG")
+    r = pipeline.verify("ann", big)
+    assert (r.decision, r.reason) == ("ACCEPT", Reason.MATCH)
+    assert r.stages[0].score == 4.0 and embedder.min_face_seen == 40      # 160 px of the photo: 40 of the decode
+    r = pipeline.verify("ann", big, site="kiosk")
+    assert (r.decision, r.reason) == ("REJECT", Reason.FACE_TOO_SMALL)
+    assert r.detail == "face of 240 px, below 320 px (this site's 80 px in a 640 px frame)", r.detail
+    assert embedder.min_face_seen == 80
 
 
 @pytest.mark.parametrize("bad", [10, 5000, True, "80", 80.0])
