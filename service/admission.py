@@ -11,10 +11,10 @@ on a request whose caller has already given up.
   leaves the queue without running (asyncio cancels the executor's pending future).
 - Doors first: a Verify or Identify photo larger than any camera frame (Settings.large_photo_pixels,
   a 4K frame's 8.3 megapixels) is answered by a worker of its own, behind a queue of its own,
-  at the lowest CPU priority (LARGE_PHOTO_NICE): it takes the cores the doors' frames leave, and
-  a stream of large uploads neither holds a frame behind it in the queue nor shares a core
-  with one on equal terms. It still shares the interpreter's lock with them (its Python and
-  dlib steps hold it), which a process of its own would not.
+  at the lowest CPU priority (`lowest_priority`: SCHED_IDLE), and, with worker processes
+  (service/processes.py), looked at by a process of its own at that priority: it takes only the
+  cores the doors' frames leave, and a stream of large uploads neither holds a frame behind it
+  in the queue nor shares a core or the interpreter's lock with one.
 - Enroll photos wait for a worker rather than fail: a stream has at most one photo per worker
   running (service/servicer.py) and is not a camera at a door; a refusal would only make it
   resend the same photo. Cheap
@@ -35,10 +35,18 @@ from .errors import FacegateError
 
 log = logging.getLogger("facegate.admission")
 
-# the large-photo worker's nice increment: against a frame's worker on one core it gets ~1.5 % of the
-# time (CFS weights 15 and 1024), so it runs on what the doors leave; 2 cameras beside a 40-megapixel
-# photo twice a second: their p99 +29-39 % (at 10: +37-52 %; on the frames' workers: +53-60 %)
-LARGE_PHOTO_NICE = 19
+def lowest_priority(tid: int) -> None:
+    """Schedule thread (or process) `tid` (0: the caller) only when no other task wants its core:
+    SCHED_IDLE where Linux offers it, else the highest niceness. 2 cameras beside a 40-megapixel
+    photo twice a second, in worker processes: their p99 +3 to +21 % with SCHED_IDLE, +40 % at nice
+    19; in the server's threads, at nice 19: +29 to +39 %, on the frames' workers +53 to +60 %."""
+    try:
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+    except OSError as e:
+        log.warning("a model worker's CPU priority cannot be lowered (%s): it runs at the server's", e)
 
 
 class Busy(FacegateError):
@@ -59,17 +67,12 @@ def _one_search_thread() -> None:
     faiss.omp_set_num_threads(1)
 
 
-def _start_worker(nice: int) -> None:
-    """A model worker thread's set-up: one FAISS search thread, and `nice` more niceness for this
-    thread alone (Linux: a thread is its own scheduling entity); where that cannot be done, the
-    worker runs at the process's priority, and says so once."""
+def _start_worker(idle: bool) -> None:
+    """A model worker thread's set-up: one FAISS search thread; `idle`: the lowest priority for this
+    thread alone (Linux: a thread is its own scheduling entity)."""
     _one_search_thread()
-    if nice:
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-        except (AttributeError, OSError) as e:
-            log.warning("a model worker's CPU priority cannot be lowered (%s): it runs at the server's", e)
+    if idle:
+        lowest_priority(threading.get_native_id())
 
 
 class ModelQueue:
@@ -77,11 +80,11 @@ class ModelQueue:
 
     EWMA = 0.2           # weight of the newest run in the moving average of run times
 
-    def __init__(self, workers: int, max_queue: int, thread_name_prefix: str = "facegate-model", nice: int = 0):
+    def __init__(self, workers: int, max_queue: int, thread_name_prefix: str = "facegate-model", idle: bool = False):
         self.workers = workers
         self.max_queue = max_queue
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix,
-                                           initializer=functools.partial(_start_worker, nice))
+                                           initializer=functools.partial(_start_worker, idle))
         self._lock = threading.Lock()
         self._admitted = 0                    # bounded requests running or waiting
         self._run_seconds: dict[str, float] = {}

@@ -116,6 +116,30 @@ class GateVerdict:
 
 
 @dataclass
+class LookRequest:
+    """What the face models need to look at one photo, resolved from the stores beforehand, so that
+    the looking can run anywhere (Eyes: in this process, or a worker process's: service/processes.py)."""
+    image: bytes
+    kind: str = "photo"            # "site" (Verify, Identify), "id_photo" (Enroll) or "photo" (Cluster)
+    audio: bytes = b""
+    trigger_word: bool = False     # the site waits for the word
+    too_dark: float | None = None  # the light level below which the photo is TOO_DARK (None: not judged)
+    min_face_px: int | None = None
+    central_of_several: bool = False
+    site: str = ""                 # for messages only
+
+
+@dataclass
+class Look:
+    """What the face models saw: the stages run, the gates' verdict, the face (its chip dropped
+    when it comes from another process) and its embedding (None: none usable, or a gate said no)."""
+    stages: list[Stage]
+    gate: GateVerdict
+    alignment: object | None = None       # encoder.align.FaceAlignment
+    vector: np.ndarray | None = None
+
+
+@dataclass
 class DeleteReceipt:
     """What DeleteSubject removed, where, when and by whom; `receipt_id` is the hash of its audit line."""
     subject: str
@@ -126,21 +150,16 @@ class DeleteReceipt:
     receipt_id: str
 
 
-class Pipeline:
-    def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
-                 thresholds: ThresholdStore | None, audit: AuditLog | None = None, gates: Gates | None = None,
-                 sites: SiteStore | None = None):
+class Eyes:
+    """The face models' side of a call: decoding, the gates and the face, given a LookRequest; no
+    store, no threshold, no audit (Pipeline decides with what they saw). Runs in the server's
+    threads, or in worker processes of their own (service/processes.py)."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, gates: Gates):
         self.settings = settings
         self.embedder = embedder
-        self.store = store
-        self.thresholds = thresholds      # None: the encoder checkpoint's own calibrated values only
-        self.audit = audit or open_audit_log(settings.data_dir)
-        self.gates = gates or Gates()
-        self.sites = sites or SiteStore(settings.data_dir)
-        self.version = embedder.version
-        self._enrolling = threading.Lock()   # an Enroll's duplicate search and its add, as one step
+        self.gates = gates
 
-    # ------------------------------------------------------------------ building blocks
     def decode(self, data: bytes, stages: list[Stage] | None = None) -> np.ndarray:
         """The photo, upright RGB; a large one reduced while it is decoded (encoder.images.decode_reduced).
         With `stages`, the decode stage: REDUCED (score: the factor) or OK."""
@@ -157,7 +176,7 @@ class Pipeline:
         """Verify's and Identify's photo. Their faces are searched at a camera frame's long side at
         most (encoder.align.AlignConfig.sized_max_side), so a large photo is decoded reduced to
         about that side (a 40-megapixel JPEG at 1/8: 25 ms, where 1/4 took 38), and searched as a
-        frame of the site's camera enlarged (`_face`)."""
+        frame of the site's camera enlarged (`face`)."""
         t0 = time.perf_counter()
         try:
             d = decode_reduced(data, self.settings.max_pixels, reduce_to=self.embedder.sized_max_side)
@@ -165,6 +184,121 @@ class Pipeline:
             raise InvalidArgument(str(e)) from None
         stages.append(Stage("decode", "REDUCED" if d.factor > 1 else "OK", time.perf_counter() - t0, float(d.factor)))
         return d
+
+    def gates_verdict(self, req: LookRequest, img: np.ndarray, stages: list[Stage]) -> GateVerdict:
+        """Trigger word (if the site's policy asks), then day/night; cheap stages first."""
+        site, audio = req.site, req.audio
+        if req.trigger_word:
+            gate = self.gates.trigger_word
+            if gate is None:
+                raise FailedPrecondition(f"site {site!r} requires the trigger word, but no trigger-word detector "
+                                         f"is loaded")
+            t0 = time.perf_counter()
+            if not audio:
+                stages.append(Stage("trigger_word", "NO_AUDIO", time.perf_counter() - t0))
+                return GateVerdict(Reason.TRIGGER_NOT_HEARD, "no audio was sent: this door wakes on the word \"activate\"", "")
+            if len(audio) > self.settings.max_audio_bytes:
+                raise InvalidArgument(f"audio of {len(audio)} bytes, more than the limit of "
+                                      f"{self.settings.max_audio_bytes} (about 10 s of speech are expected)")
+            from gates.trigger_word import AudioError
+
+            try:
+                heard = gate.listen(audio)
+            except AudioError as e:
+                raise InvalidArgument(f"audio: {e}") from None
+            stages.append(Stage("trigger_word", "HEARD" if heard.events else "NOT_HEARD", time.perf_counter() - t0,
+                                max((e.p for e in heard.events), default=heard.peak)))
+            if not heard.events:     # detail: "say it again: ..." (a word-like sound) or "no word heard: ..."
+                return GateVerdict(Reason.TRIGGER_NOT_HEARD, heard.message(), "")
+        if self.gates.daynight is None:
+            return GateVerdict(None, "", "day")
+        t0 = time.perf_counter()
+        r = self.gates.daynight.predict(img)
+        limit = req.too_dark or 0.0
+        dark = r.light < limit
+        stages.append(Stage("daynight", Reason.TOO_DARK.value if dark else r.label, time.perf_counter() - t0, r.p_night))
+        if dark:
+            return GateVerdict(Reason.TOO_DARK, f"light level {r.light:.3f} is below {limit:.3f}: retake with more light",
+                               r.label)
+        return GateVerdict(None, "", r.label)
+
+    def face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False,
+              min_face_px: int | None = None, id_photo: bool = False, decoded: Decoded | None = None):
+        """The photo's usable face and its embedding, or (alignment, None) with the reason why not.
+        `central_of_several`: a photo of several faces of similar size gives its central face too.
+        `min_face_px`: the site's smallest face (SitePolicy); None: the aligner's own rule (Enroll, Cluster).
+        `id_photo` (Enroll): its large face is searched for first (encoder.align.FaceAligner.detect).
+        `decoded`: how img was decoded (decode_for_site). A photo decoded reduced, larger than any
+        camera frame, is searched as a frame of the site's camera enlarged: its smallest face is the
+        share of its long side that `min_face_px` is of a frame's (Embedder.sized_max_side), so that
+        its search costs what a frame's does, and its chip is made as a frame's, from the decode."""
+        t0 = time.perf_counter()
+        d = decoded
+        if min_face_px and d is not None and d.factor > 1:
+            smallest = min_face_px * max(d.size) / self.embedder.sized_max_side      # in the photo's pixels
+            a = self.embedder.align(img, max(1, math.floor(smallest / d.factor)), id_photo)
+            if a.reason is Reason.FACE_TOO_SMALL:
+                side = float(min(a.box[2] - a.box[0], a.box[3] - a.box[1])) * d.factor
+                a.detail = (f"face of {side:.0f} px, below {smallest:.0f} px (this site's {min_face_px} px in a "
+                            f"{self.embedder.sized_max_side} px frame)")
+        else:
+            a = self.embedder.align(img, min_face_px, id_photo)
+        t1 = time.perf_counter()
+        stages.append(Stage("detect", a.outcome, t1 - t0, a.prob))
+        if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
+            return a, None
+        v = self.embedder.embed_crops(a.crop[None])[0]
+        stages.append(Stage("encode", "OK", time.perf_counter() - t1))
+        return a, v
+
+    def look(self, req: LookRequest) -> Look:
+        stages: list[Stage] = []
+        decoded = None
+        if req.kind == "site":
+            decoded = self.decode_for_site(req.image, stages)
+            img = decoded.image
+            gate = self.gates_verdict(req, img, stages)
+        else:
+            img = self.decode(req.image)
+            gate = GateVerdict(None, "", "")
+            if req.kind == "id_photo" and req.too_dark is not None:
+                from gates.daynight import light_level
+
+                if (light := light_level(img)) < req.too_dark:
+                    gate = GateVerdict(Reason.TOO_DARK, f"light level {light:.3f} is below {req.too_dark:.3f}: an ID "
+                                                        f"photo needs good light", "")
+        if gate.reject:
+            return Look(stages, gate)
+        a, v = self.face(img, stages, req.central_of_several, req.min_face_px, req.kind == "id_photo", decoded)
+        return Look(stages, gate, a, v)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
+                 thresholds: ThresholdStore | None, audit: AuditLog | None = None, gates: Gates | None = None,
+                 sites: SiteStore | None = None):
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.thresholds = thresholds      # None: the encoder checkpoint's own calibrated values only
+        self.audit = audit or open_audit_log(settings.data_dir)
+        self.gates = gates or Gates()
+        self.sites = sites or SiteStore(settings.data_dir)
+        self.version = embedder.version
+        self._enrolling = threading.Lock()   # an Enroll's duplicate search and its add, as one step
+        self.eyes = Eyes(settings, embedder, self.gates)
+        # worker processes that look in its stead (service/processes.py): "frames" and "large"
+        self.lookers: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ building blocks
+    def decode(self, data: bytes, stages: list[Stage] | None = None) -> np.ndarray:
+        return self.eyes.decode(data, stages)
+
+    def look(self, req: LookRequest, large: bool = False) -> Look:
+        """The face models' part of a call: in a worker process where the server has them
+        (`lookers`: the frames' and, with `large`, the large photos'), else in this thread."""
+        looker = (self.lookers.get("large") if large else None) or self.lookers.get("frames") or self.eyes
+        return looker.look(req)
 
     def _calibrated(self, site: str, profile: str, kind: str) -> float | None:
         """The site's calibrated value, else the default site's (a site with no thresholds of its own
@@ -211,90 +345,28 @@ class Pipeline:
         except SiteError as e:
             raise FailedPrecondition(str(e)) from None
 
-    def _gates(self, policy: SitePolicy, site: str, img: np.ndarray, audio: bytes,
-               stages: list[Stage]) -> GateVerdict:
-        """Trigger word (if the site's policy asks), then day/night; cheap stages first."""
-        if policy.trigger_word:
-            gate = self.gates.trigger_word
-            if gate is None:
-                raise FailedPrecondition(f"site {site!r} requires the trigger word, but no trigger-word detector "
-                                         f"is loaded")
-            t0 = time.perf_counter()
-            if not audio:
-                stages.append(Stage("trigger_word", "NO_AUDIO", time.perf_counter() - t0))
-                return GateVerdict(Reason.TRIGGER_NOT_HEARD, "no audio was sent: this door wakes on the word \"activate\"", "")
-            if len(audio) > self.settings.max_audio_bytes:
-                raise InvalidArgument(f"audio of {len(audio)} bytes, more than the limit of "
-                                      f"{self.settings.max_audio_bytes} (about 10 s of speech are expected)")
-            from gates.trigger_word import AudioError
-
-            try:
-                heard = gate.listen(audio)
-            except AudioError as e:
-                raise InvalidArgument(f"audio: {e}") from None
-            stages.append(Stage("trigger_word", "HEARD" if heard.events else "NOT_HEARD", time.perf_counter() - t0,
-                                max((e.p for e in heard.events), default=heard.peak)))
-            if not heard.events:     # detail: "say it again: ..." (a word-like sound) or "no word heard: ..."
-                return GateVerdict(Reason.TRIGGER_NOT_HEARD, heard.message(), "")
-        if self.gates.daynight is None:
-            return GateVerdict(None, "", "day")
-        t0 = time.perf_counter()
-        r = self.gates.daynight.predict(img)
-        limit = self.too_dark_light(site)
-        dark = r.light < limit
-        stages.append(Stage("daynight", Reason.TOO_DARK.value if dark else r.label, time.perf_counter() - t0, r.p_night))
-        if dark:
-            return GateVerdict(Reason.TOO_DARK, f"light level {r.light:.3f} is below {limit:.3f}: retake with more light",
-                               r.label)
-        return GateVerdict(None, "", r.label)
-
-    def _face(self, img: np.ndarray, stages: list[Stage], central_of_several: bool = False,
-              min_face_px: int | None = None, id_photo: bool = False, decoded: Decoded | None = None):
-        """The photo's usable face and its embedding, or (alignment, None) with the reason why not.
-        `central_of_several`: a photo of several faces of similar size gives its central face too.
-        `min_face_px`: the site's smallest face (SitePolicy); None: the aligner's own rule (Enroll, Cluster).
-        `id_photo` (Enroll): its large face is searched for first (encoder.align.FaceAligner.detect).
-        `decoded`: how img was decoded (decode_for_site). A photo decoded reduced, larger than any
-        camera frame, is searched as a frame of the site's camera enlarged: its smallest face is the
-        share of its long side that `min_face_px` is of a frame's (Embedder.sized_max_side), so that
-        its search costs what a frame's does, and its chip is made as a frame's, from the decode."""
-        t0 = time.perf_counter()
-        d = decoded
-        if min_face_px and d is not None and d.factor > 1:
-            smallest = min_face_px * max(d.size) / self.embedder.sized_max_side      # in the photo's pixels
-            a = self.embedder.align(img, max(1, math.floor(smallest / d.factor)), id_photo)
-            if a.reason is Reason.FACE_TOO_SMALL:
-                side = float(min(a.box[2] - a.box[0], a.box[3] - a.box[1])) * d.factor
-                a.detail = (f"face of {side:.0f} px, below {smallest:.0f} px (this site's {min_face_px} px in a "
-                            f"{self.embedder.sized_max_side} px frame)")
-        else:
-            a = self.embedder.align(img, min_face_px, id_photo)
-        t1 = time.perf_counter()
-        stages.append(Stage("detect", a.outcome, t1 - t0, a.prob))
-        if not (a.ok or (central_of_several and a.reason is Reason.MULTIPLE_FACES)):
-            return a, None
-        v = self.embedder.embed_crops(a.crop[None])[0]
-        stages.append(Stage("encode", "OK", time.perf_counter() - t1))
-        return a, v
-
     # ------------------------------------------------------------------ RPCs as functions
-    def verify(self, subject: str, image: bytes, site: str = "", audio: bytes = b"") -> VerifyResult:
+    def _site_look(self, image: bytes, site: str, audio: bytes, large: bool, central: bool = False) -> Look:
+        policy = self.policy(site)
+        too_dark = self.too_dark_light(site) if self.gates.daynight is not None else None
+        return self.look(LookRequest(image, "site", audio, policy.trigger_word, too_dark, policy.min_face_px,
+                                     central and policy.several_faces == CENTRAL_FACE, site), large)
+
+    def verify(self, subject: str, image: bytes, site: str = "", audio: bytes = b"",
+               large: bool = False) -> VerifyResult:
+        """`large`: a large photo's call (service/admission.py), looked at by the large photos' worker."""
         t0 = time.perf_counter()
         if not subject:
             raise InvalidArgument("subject_id is empty")
         site = site or self.settings.default_site
-        stages: list[Stage] = []
-        d = self.decode_for_site(image, stages)
-        img = d.image
-        if not self.store.has_subject(subject):
+        if not self.store.has_subject(subject):     # before the models: a claim of no one costs them nothing
             raise NotFound(f"subject {subject!r} is not enrolled")
-        policy = self.policy(site)
-        gate = self._gates(policy, site, img, audio, stages)
+        look = self._site_look(image, site, audio, large, central=True)
+        stages, gate = look.stages, look.gate
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "verify")
         distance = None
-        a, v = (None, None) if gate.reject else self._face(img, stages, policy.several_faces == CENTRAL_FACE,
-                                                                     policy.min_face_px, decoded=d)
+        a, v = look.alignment, look.vector
         if gate.reject:
             decision, reason, detail = REJECT, gate.reject, gate.detail
         elif v is None:
@@ -326,21 +398,18 @@ class Pipeline:
                           latency_ms=round(r.latency_ms, 2))
         return r
 
-    def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"") -> IdentifyResult:
+    def identify(self, image: bytes, site: str = "", k: int = 0, audio: bytes = b"",
+                 large: bool = False) -> IdentifyResult:
         t0 = time.perf_counter()
         if k < 0 or k > 100:
             raise InvalidArgument(f"k must lie in 0..100 (0 = the server's default), got {k}")
         k = k or self.settings.identify_k
         site = site or self.settings.default_site
-        stages: list[Stage] = []
-        d = self.decode_for_site(image, stages)
-        img = d.image
-        policy = self.policy(site)
-        gate = self._gates(policy, site, img, audio, stages)
+        look = self._site_look(image, site, audio, large)
+        stages, gate = look.stages, look.gate
         profile = gate.profile
         threshold = self.threshold(site, profile or "day", "identify")
-        a, v = (None, None) if gate.reject else self._face(img, stages, min_face_px=policy.min_face_px,
-                                                            decoded=d)
+        a, v = look.alignment, look.vector
         if gate.reject or v is None:
             reason, detail = (gate.reject, gate.detail) if gate.reject else (a.reason, a.detail)
             r = IdentifyResult(REJECT, reason, None, 0, 0, [], threshold, site, profile, self.version,
@@ -371,16 +440,11 @@ class Pipeline:
         if len(subject) > 256:
             raise InvalidArgument("subject_id is longer than 256 characters")
         digest = hashlib.sha256(image).hexdigest()
-        img = self.decode(image)
-        if self.gates.daynight is not None:
-            from gates.daynight import light_level
-
-            limit = self.too_dark_light(self.settings.default_site)
-            if (light := light_level(img)) < limit:
-                return EnrollResult(subject, "REJECTED", Reason.TOO_DARK,
-                                    f"light level {light:.3f} is below {limit:.3f}: an ID photo needs good light")
-        stages: list[Stage] = []
-        a, v = self._face(img, stages, id_photo=True)
+        too_dark = self.too_dark_light(self.settings.default_site) if self.gates.daynight is not None else None
+        look = self.look(LookRequest(image, "id_photo", too_dark=too_dark))
+        if look.gate.reject:
+            return EnrollResult(subject, "REJECTED", look.gate.reject, look.gate.detail)
+        a, v = look.alignment, look.vector
         if v is None:
             return EnrollResult(subject, "REJECTED", a.reason, a.detail)
         same_person = self.threshold(self.settings.default_site, "day", "verify")
@@ -420,10 +484,10 @@ class Pipeline:
         vecs, rows = [], []
         for i, data in enumerate(photos):
             try:
-                img = self.decode(data)
+                look = self.look(LookRequest(data))
             except InvalidArgument as e:
                 raise InvalidArgument(f"photo {i + 1} of {len(photos)}: {e.message}") from None
-            a, v = self._face(img, [])
+            a, v = look.alignment, look.vector
             rows.append(a.reason if v is None else None)
             if v is not None:
                 vecs.append(v)

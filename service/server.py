@@ -68,9 +68,39 @@ def build_deps(settings: Settings) -> Deps:
     except BaseException:
         stores.close()
         raise
+    try:
+        if settings.worker_processes and settings.batch_max <= 1:
+            start_worker_processes(settings, pipeline)
+    except BaseException:
+        stop_worker_processes(pipeline)
+        stores.close()
+        raise
     if metrics:
         metrics.attach(pipeline)
     return Deps(pipeline, metrics, stores)
+
+
+def start_worker_processes(settings: Settings, pipeline: Pipeline) -> None:
+    """The frames' worker processes (one per model worker) and, for large photos, one at the lowest
+    priority (service/processes.py), each with its models loaded before the port opens."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .processes import LookProcesses
+
+    pipeline.lookers["frames"] = LookProcesses(settings, settings.workers)
+    if settings.large_photo_pixels:
+        pipeline.lookers["large"] = LookProcesses(settings, 1, idle=True, name="large")
+    try:
+        for looker in pipeline.lookers.values():
+            looker.start()
+    except BrokenProcessPool as e:
+        raise FailedPrecondition(f"the model worker processes did not start ({e}): see their error above") from None
+
+
+def stop_worker_processes(pipeline: Pipeline) -> None:
+    for looker in pipeline.lookers.values():
+        looker.shutdown()
+    pipeline.lookers.clear()
 
 
 def load_gates(settings: Settings, device: str | torch.device = "cpu") -> Gates:
@@ -159,6 +189,7 @@ async def _serve(settings: Settings, deps: Deps, ready=None) -> None:
         await probes.stop()
     if deps.metrics:
         await asyncio.to_thread(deps.metrics.stop_http)
+    stop_worker_processes(deps.pipeline)
     if deps.stores:
         deps.stores.close()
     log.info("stopped")

@@ -21,7 +21,7 @@ from facegate.reasons import Reason
 
 from encoder.images import photo_pixels
 
-from .admission import LARGE_PHOTO_NICE, ModelQueue
+from .admission import ModelQueue
 from .errors import FacegateError
 from .pipeline import Pipeline
 
@@ -83,8 +83,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         # the model workers behind a bounded queue, and the large photos' own (service/admission.py)
         self.models = ModelQueue(workers, max_queue)
         self.large_photo_pixels = large_photo_pixels
-        self.large = (ModelQueue(1, large_photo_queue, "facegate-large", nice=LARGE_PHOTO_NICE)
-                      if large_photo_pixels else None)
+        self.large = ModelQueue(1, large_photo_queue, "facegate-large", idle=True) if large_photo_pixels else None
 
     def queues(self) -> list[ModelQueue]:
         return [q for q in (self.models, self.large) if q is not None]
@@ -107,8 +106,9 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Verify(self, request, context):
+        queue = self._queue_for(request.image)
         r = await self._call(context, self.pipeline.verify, request.subject_id, request.image, request.site,
-                             request.audio, bounded=True, queue=self._queue_for(request.image))
+                             request.audio, queue is self.large, bounded=True, queue=queue)
         return pb.VerifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject,
             distance=-1.0 if r.distance is None else r.distance, threshold=r.threshold, site=r.site,
@@ -117,8 +117,9 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
 
     @answered
     async def Identify(self, request, context):
+        queue = self._queue_for(request.image)
         r = await self._call(context, self.pipeline.identify, request.image, request.site, request.k, request.audio,
-                             bounded=True, queue=self._queue_for(request.image))
+                             queue is self.large, bounded=True, queue=queue)
         return pb.IdentifyResponse(
             decision=pb.Decision.Value(r.decision), reason=_reason(r.reason), subject_id=r.subject or "",
             votes=r.votes, votes_needed=r.votes_needed,

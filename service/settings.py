@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # (service/admission.py): uploads never hold the doors' frames up. 0: on the same workers.
     large_photo_pixels: int = Field(3840 * 2160, ge=0)
     large_photo_queue: int = Field(4, ge=0)
+    # each model worker looks at its photos (decode, gates, detection, encoder) in a process of its
+    # own (service/processes.py): the Python between the models' calls then never waits for another
+    # worker's. False: in the server's threads (as micro-batching, batch_max > 1, requires).
+    worker_processes: bool = True
     # micro-batching (service/batching.py): concurrent requests' detection and encoding run through
     # the networks together; a batch waits at most batch_window_ms for batch_max requests. Off (1) by
     # default: on 2 shared cores it saved ~10 % CPU per request but no throughput we could measure;

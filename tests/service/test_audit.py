@@ -337,7 +337,9 @@ def test_real_rpcs_make_an_intact_chain_without_a_subject_id_in_clear(real_serve
     for person in PEOPLE + [p.split("_")[-1] for p in PEOPLE]:
         assert person not in text
     names = {cli("audit", "pseudonym", "--data-dir", str(s.data_dir), p)[1]["pseudonym"]: p for p in PEOPLE}
-    assert [names[e["subject"]] for e in entries] == PEOPLE + [PEOPLE[0], PEOPLE[1], PEOPLE[1]]
+    # the stream's photos are enrolled side by side: their lines come in the order each finished
+    subjects = [names[e["subject"]] for e in entries]
+    assert sorted(subjects[:3]) == sorted(PEOPLE) and subjects[3:] == [PEOPLE[0], PEOPLE[1], PEOPLE[1]]
 
 
 @pytest.mark.slow
