@@ -24,17 +24,18 @@ spec.loader.exec_module(fuzz)
 
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory):
-    from service.server import build_deps
+    from service.server import build_deps, stop_worker_processes
     from service.settings import Settings
     from service.sites import SiteStore
 
     data = tmp_path_factory.mktemp("fuzz-data")
     SiteStore(data).put(fuzz.WORD_SITE, trigger_word=True)
-    deps = build_deps(Settings(data_dir=data, listen="127.0.0.1:0", workers=2))
+    deps = build_deps(Settings(data_dir=data, listen="127.0.0.1:0", workers=2))    # with its worker processes
     server = ServerThread(deps.pipeline)
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.FaceGateStub(channel)
     server.stop()
+    stop_worker_processes(deps.pipeline)
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))

@@ -86,7 +86,9 @@ class FaceModelCalls:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, lfw):
     data = tmp_path_factory.mktemp("data")
-    settings = Settings(data_dir=data, listen="127.0.0.1:0", workers=1)
+    # the face models in the server's threads, where their calls can be counted (worker processes
+    # run the same pipeline.Eyes.look on their own copies)
+    settings = Settings(data_dir=data, listen="127.0.0.1:0", workers=1, worker_processes=False)
     server = InProcessServer(settings)
     calls = FaceModelCalls(server.deps.pipeline)
     version = server.deps.pipeline.version

@@ -384,8 +384,8 @@ def test_reindex_into_a_new_index_version_of_the_store_and_switch(url, lfw, tmp_
     try:
         assert db.current_index() == new["index"] and db.index_versions() == {old["index"]: 3, new["index"]: 3}
         with pytest.raises(FailedPrecondition, match="facegate reindex PHOTO_DIR --store"):
-            build_deps(Settings(store=url))                      # the old encoder is refused now
-        deps = build_deps(Settings(store=url, checkpoint=new_ckpt))
+            build_deps(Settings(store=url, worker_processes=False))         # the old encoder is refused now
+        deps = build_deps(Settings(store=url, checkpoint=new_ckpt, worker_processes=False))
         try:
             assert deps.pipeline.status()["templates"] == 3
             assert deps.pipeline.status()["index_version"] == new["index"]

@@ -37,25 +37,25 @@ def test_reindex_switches_atomically_resumes_and_rolls_back(source, new_checkpoi
     data = tmp_path / "data"
     old = reindex(source, data, None)
     assert old["accepted"] == 3 and old["switched"] and current_index_dir(data).name == old["index"]
-    build_deps(Settings(data_dir=data))                               # the shipped encoder serves it
+    build_deps(Settings(data_dir=data, worker_processes=False))                # the shipped encoder serves it
 
     with pytest.raises(FailedPrecondition, match="facegate reindex"):
-        build_deps(Settings(data_dir=data, checkpoint=new_checkpoint))
+        build_deps(Settings(data_dir=data, checkpoint=new_checkpoint, worker_processes=False))
 
     new = reindex(source, data, new_checkpoint)
     assert new["index"] != old["index"] and new["encoder_version"] != old["encoder_version"]
     assert new["accepted"] == 3 and current_index_dir(data).name == new["index"]
-    deps = build_deps(Settings(data_dir=data, checkpoint=new_checkpoint))
+    deps = build_deps(Settings(data_dir=data, checkpoint=new_checkpoint, worker_processes=False))
     assert deps.pipeline.status()["templates"] == 3
     with pytest.raises(FailedPrecondition):
-        build_deps(Settings(data_dir=data))                           # the old encoder is refused now
+        build_deps(Settings(data_dir=data, worker_processes=False))            # the old encoder is refused now
     assert (data / "indexes" / old["index"] / "templates.sqlite").exists()   # kept, for a rollback
 
     again = reindex(source, data, new_checkpoint)                     # an interrupted run, resumed
     assert again["accepted"] == 0 and again["already_enrolled"] == 3
 
     switch_index(data, old["index"])                                  # rollback is one switch
-    build_deps(Settings(data_dir=data))
+    build_deps(Settings(data_dir=data, worker_processes=False))
 
 
 def test_reindex_reports_thresholds_of_the_old_encoder(source, new_checkpoint, tmp_path):
