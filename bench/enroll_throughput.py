@@ -56,9 +56,19 @@ def id_photo_folder(lfw_images: Path, photos: int, per_person: int, seed: int, o
 
 
 def cpu_seconds(pid: int) -> float:
-    """The user + system CPU time a process has used so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The user + system CPU time a process and its children alive now (the server's model worker
+    processes) have used so far (/proc/PID/stat)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def facegate_enroll(folder: Path, n: int) -> dict:
