@@ -11,10 +11,10 @@ on a request whose caller has already given up.
   leaves the queue without running (asyncio cancels the executor's pending future).
 - Doors first: a Verify or Identify photo larger than any camera frame (Settings.large_photo_pixels,
   a 4K frame's 8.3 megapixels) is answered by a worker of its own, behind a queue of its own,
-  at the lowest CPU priority (`lowest_priority`: SCHED_IDLE), and, with worker processes
-  (service/processes.py), looked at by a process of its own at that priority: it takes only the
-  cores the doors' frames leave, and a stream of large uploads neither holds a frame behind it
-  in the queue nor shares a core or the interpreter's lock with one.
+  and looked at at the lowest CPU priority (`lowest_priority`: SCHED_IDLE): by a worker process
+  of its own (service/processes.py), or, without worker processes, in that worker's thread. It
+  takes only the cores the doors' frames leave, and a stream of large uploads neither holds a
+  frame behind it in the queue nor shares a core or the interpreter's lock with one.
 - Enroll photos wait for a worker rather than fail: a stream has at most one photo per worker
   running (service/servicer.py) and is not a camera at a door; a refusal would only make it
   resend the same photo. Cheap

@@ -83,7 +83,10 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
         # the model workers behind a bounded queue, and the large photos' own (service/admission.py)
         self.models = ModelQueue(workers, max_queue)
         self.large_photo_pixels = large_photo_pixels
-        self.large = ModelQueue(1, large_photo_queue, "facegate-large", idle=True) if large_photo_pixels else None
+        # the lowest priority belongs to the looking: in a worker process when there is one (this
+        # thread then only decides, with the store's lock, which it must never hold while starved)
+        self.large = (ModelQueue(1, large_photo_queue, "facegate-large", idle=not pipeline.lookers)
+                      if large_photo_pixels else None)
 
     def queues(self) -> list[ModelQueue]:
         return [q for q in (self.models, self.large) if q is not None]
