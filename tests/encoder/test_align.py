@@ -184,3 +184,22 @@ def test_an_id_photo_whose_face_is_small_is_searched_in_full(aligner, gul, monke
 def test_an_id_photo_beside_another_face_of_its_size_is_still_multiple_faces(aligner, gul, reese):
     r = aligner.align(np.concatenate([gul, reese], axis=1), id_photo=True)
     assert r.reason is Reason.MULTIPLE_FACES and r.faces == 2
+
+
+def test_the_frozen_detector_finds_what_the_eager_one_finds(gul, reese, monkeypatch):
+    """MTCNN's networks traced and frozen (FrozenNet): the same boxes, probabilities and points,
+    bit for bit, on an ID photo's first search, a full search and a photo of two faces."""
+    from encoder.align import AlignConfig, FaceAligner, FrozenNet
+
+    config = AlignConfig.for_geometry("dlib150")
+    frozen = FaceAligner(config)
+    monkeypatch.setenv("FACEGATE_FROZEN", "0")
+    eager = FaceAligner(config)
+    assert isinstance(frozen.mtcnn.pnet, FrozenNet) and isinstance(frozen.mtcnn.onet, FrozenNet)
+    assert not isinstance(eager.mtcnn.pnet, FrozenNet)
+    pair = np.concatenate([gul, reese], axis=1)
+    for img, kw in ((gul, {"id_photo": True}), (gul, {}), (pair, {}), (pair, {"min_face_px": 80})):
+        a, b = frozen.detect(img, **kw), eager.detect(img, **kw)
+        assert len(a[0]) >= 1 and len(a[0]) == len(b[0])
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
