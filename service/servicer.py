@@ -81,7 +81,7 @@ class FaceGateServicer(pb_grpc.FaceGateServicer):
                  large_photo_queue: int = 4):
         self.pipeline = pipeline
         # the model workers behind a bounded queue, and the large photos' own (service/admission.py)
-        self.models = ModelQueue(workers, max_queue)
+        self.models = ModelQueue(workers, max_queue, prefetch=1 if pipeline.lookers else 0)
         self.large_photo_pixels = large_photo_pixels
         # the lowest priority belongs to the looking: in a worker process when there is one (this
         # thread then only decides, with the store's lock, which it must never hold while starved)

@@ -17,7 +17,7 @@ import pytest
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from facegate.reasons import Reason
-from service.admission import DeadlineTooNear, ModelQueue
+from service.admission import Busy, DeadlineTooNear, ModelQueue
 from service.sites import SiteError, SitePolicy, SiteStore
 from tests.service.fakes import FakeEmbedder, ServerThread, draw, encode, face, fake_pipeline, photo
 
@@ -127,6 +127,37 @@ def test_an_expired_deadline_is_dropped_before_the_work_runs():
         assert called == [] and queue.admitted == 0
         asyncio.run(queue.run(called.append, 2, name="verify", deadline_left=5.0))
         assert called == [2] and queue.admitted == 0
+    finally:
+        queue.shutdown()
+
+
+def test_prefetch_threads_hand_work_on_without_raising_the_admission_bound():
+    """workers=1, prefetch=1: two calls run at once (the second waits in a worker process's pipe
+    in the server), and still only workers + max_queue are admitted."""
+    queue = ModelQueue(workers=1, max_queue=1, prefetch=1)
+    release, running = threading.Event(), []
+
+    def hold(i):
+        running.append(i)
+        release.wait(10)
+        return i
+
+    async def three():
+        first = asyncio.ensure_future(queue.run(hold, 1, name="verify"))
+        second = asyncio.ensure_future(queue.run(hold, 2, name="verify"))
+        for _ in range(200):
+            if len(running) == 2:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(Busy):
+            await queue.run(hold, 3, name="verify")
+        started = sorted(running)
+        release.set()
+        return started, await first, await second
+
+    try:
+        assert asyncio.run(three()) == ([1, 2], 1, 2)
+        assert queue.admitted == 0
     finally:
         queue.shutdown()
 
