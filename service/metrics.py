@@ -16,6 +16,11 @@ loop, nor the event loop on a scrape). Each server has its own CollectorRegistry
                                                        the pipeline's status, read at each scrape
     facegate_build_info{version,encoder_version,encoder_arithmetic,grpc,python}
     process_*, python_*                                the process: CPU, memory, open files, GC
+    facegate_worker_processes{pool}, facegate_worker_cpu_seconds_total{pool},
+    facegate_worker_resident_memory_bytes{pool}        the model worker processes (service/processes.py),
+                                                       "frames" and "large": how many are alive, their CPU
+                                                       time and resident memory, summed (a replaced process
+                                                       takes its CPU time with it: a counter reset)
 
 Calls that gRPC refuses before the service sees them (a message over the size limit, an unknown
 method) are not counted: the client sees them, the server's handlers never run.
@@ -31,9 +36,10 @@ import uuid
 from importlib import metadata
 
 import grpc
+import psutil
 from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, PlatformCollector,
                                ProcessCollector, start_http_server)
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from facegate.v1 import facegate_pb2 as pb
@@ -97,6 +103,40 @@ class _StatusCollector(Collector):
                                value={"index_version": str(s["index_version"])})
 
 
+class _WorkerProcessCollector(Collector):
+    """The model worker processes' count, CPU time and memory at scrape time (psutil), per pool:
+    process_* covers the server's own process only, where the models' work and most of the memory
+    are in its worker processes."""
+
+    def __init__(self, metrics: "Metrics"):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        lookers = getattr(self.metrics.pipeline, "lookers", None) or {}
+        alive = GaugeMetricFamily("facegate_worker_processes", "Model worker processes alive.", labels=["pool"])
+        cpu = CounterMetricFamily("facegate_worker_cpu_seconds", "User and system CPU time of the model worker "
+                                  "processes alive now.", labels=["pool"])
+        rss = GaugeMetricFamily("facegate_worker_resident_memory_bytes", "Resident memory of the model worker "
+                                "processes, summed (pages they share counted in each).", labels=["pool"])
+        for pool, looker in lookers.items():
+            n, seconds, memory = 0, 0.0, 0
+            for pid in looker.pids():
+                try:
+                    proc = psutil.Process(pid)
+                    with proc.oneshot():
+                        t, m = proc.cpu_times(), proc.memory_info()
+                except psutil.Error:          # ended between the listing and the reading
+                    continue
+                n, seconds, memory = n + 1, seconds + t.user + t.system, memory + m.rss
+            alive.add_metric([pool], n)
+            cpu.add_metric([pool], seconds)
+            rss.add_metric([pool], memory)
+        yield from (alive, cpu, rss)
+
+
 class Metrics:
     """The service's metrics in their own registry, and (start_http) the endpoint that serves them."""
 
@@ -127,6 +167,7 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         r.register(_StatusCollector(self))
+        r.register(_WorkerProcessCollector(self))
         self._sites: set[str] = set()
         self.pipeline = None
         self.http = None

@@ -117,5 +117,9 @@ class LookProcesses:
                         self._pool.submit(_ready)
             raise Unavailable("a model worker process ended while answering this request; retry") from None
 
+    def pids(self) -> list[int]:
+        """The worker processes alive now (the executor's own table: a replaced pool's new ones)."""
+        return sorted(getattr(self._pool, "_processes", None) or {})
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -5,8 +5,11 @@ photos' process runs at the idle priority; and no worker process outlives a serv
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -59,13 +62,37 @@ def test_worker_processes_answer_as_the_servers_threads_do(tmp_path, photos):
     assert [a for a, _ in answers["true"][:9]] == ["ACCEPT" if i % 4 == 0 else "REJECT" for i in range(9)]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker_metrics(port: int) -> dict:
+    """/metrics' facegate_worker_* samples -> {(name, pool): value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'(facegate_worker_\w+)\{pool="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m.group(1), m.group(2)] = float(m.group(3))
+    return out
+
+
 def test_a_killed_worker_process_is_replaced_and_the_large_photos_one_runs_idle(tmp_path, photos):
-    s = Server(tmp_path / "data")
+    port = _free_port()
+    s = Server(tmp_path / "data", extra_env={"FACEGATE_METRICS_LISTEN": f"127.0.0.1:{port}"})
     try:
         c = s.client
         c.enroll([(PEOPLE[0], photos[PEOPLE[0]][0])])
         probe = photos[PEOPLE[0]][1].read_bytes()
         children = _children(s.proc.pid)
+        # /metrics counts the worker processes, their CPU time (the models loaded, a photo enrolled)
+        # and their memory (each holds its own models: hundreds of MB), per pool
+        m = _worker_metrics(port)
+        assert m["facegate_worker_processes", "frames"] == 2 and m["facegate_worker_processes", "large"] == 1
+        assert m["facegate_worker_cpu_seconds_total", "frames"] > 1.0
+        assert m["facegate_worker_resident_memory_bytes", "frames"] > 2 * 200e6
         policies = sorted(os.sched_getscheduler(pid) for pid in children)
         assert policies == sorted([os.SCHED_OTHER, os.SCHED_OTHER, os.SCHED_IDLE]), policies
         frames = [pid for pid in children if os.sched_getscheduler(pid) == os.SCHED_OTHER]
@@ -80,6 +107,7 @@ def test_a_killed_worker_process_is_replaced_and_the_large_photos_one_runs_idle(
         assert codes in (["UNAVAILABLE", "ACCEPT", "ACCEPT"], ["ACCEPT"] * 3), codes
         assert s.proc.poll() is None
         assert frames[0] not in _children(s.proc.pid) and len(_children(s.proc.pid)) == 3
+        assert _worker_metrics(port)["facegate_worker_processes", "frames"] == 2
     finally:
         s.stop()
 
