@@ -26,6 +26,57 @@ class Embedding:
     vector: np.ndarray | None      # 128 float32, unit length; None when no usable face
 
 
+def declared_precision(meta: dict) -> str:
+    """The arithmetic a checkpoint was calibrated in ("float32" or "bfloat16")."""
+    return meta.get("preprocessing", {}).get("precision", "float32")
+
+
+def frozen_on(device: torch.device, channels_last: bool) -> bool:
+    """Whether the network runs traced and frozen (Embedder.__init__): on the CPU, in NHWC, unless
+    FACEGATE_FROZEN=0."""
+    return device.type == "cpu" and channels_last and os.environ.get("FACEGATE_FROZEN", "1") != "0"
+
+
+def arithmetic_name(bf16: bool, frozen: bool) -> str:
+    return ("bfloat16" if bf16 else "float32") + ("-frozen" if frozen else "-eager")
+
+
+class EncoderCard:
+    """An encoder's identity and calibrated values without its networks: what a server whose face
+    models run in worker processes of their own (service/processes.py) needs of it: its version,
+    thresholds and calibrated values (`meta`), the arithmetic its workers compute in, the
+    embedding's size, the side a photo is searched at. It has no align or embed_crops: the
+    models' work is the worker processes'. The server's process then does not hold a copy of
+    the networks, the detector and the landmark model that it never runs (about 0.3 GB)."""
+
+    def __init__(self, meta: dict, device="cpu", precision: str | None = None):
+        self.meta = meta
+        self.version: str = meta.get("version", "unversioned")
+        self.device = torch.device(device)
+        self.declared = declared_precision(meta)
+        self.bf16 = runtime_bf16(self.declared, self.device, precision)
+        self.frozen = frozen_on(self.device, self.declared == "bfloat16")
+        self.embedding_dim = int(meta.get("config", {}).get("embedding_dim", 128))
+        prep = meta.get("preprocessing", {})
+        self.sized_max_side = AlignConfig(crop_size=prep.get("crop_size", 112),
+                                          geometry=prep.get("geometry", "arcface112")).sized_max_side
+
+    @classmethod
+    def from_checkpoint(cls, path=None, device="cpu", precision: str | None = None) -> "EncoderCard":
+        """The checkpoint is read whole, its weights fitted to its network and then let go: a
+        broken checkpoint stops the server's start here, with its name, as a loaded one would."""
+        _, meta = load_checkpoint(path)
+        return cls(meta, device=device, precision=precision)
+
+    @property
+    def arithmetic(self) -> str:
+        return arithmetic_name(self.bf16, self.frozen)
+
+    @property
+    def default_threshold(self) -> float | None:
+        return self.meta.get("threshold")
+
+
 class Embedder:
     def __init__(self, model: FaceEncoder, meta: dict, aligner: FaceAligner | None = None, device="cpu",
                  precision: str | None = None):
@@ -41,7 +92,7 @@ class Embedder:
         # bfloat16 autocast where the checkpoint was calibrated so (it was trained under the same
         # autocast) and this hardware computes bfloat16 natively; float32 otherwise, where emulated
         # bfloat16 would be several times slower (encoder/precision.py)
-        self.declared = meta.get("preprocessing", {}).get("precision", "float32")
+        self.declared = declared_precision(meta)
         self.bf16 = runtime_bf16(self.declared, self.device, precision)   # precision None: FACEGATE_PRECISION
         if self.declared == "bfloat16" and not self.bf16:
             log.info("embedder: %s was calibrated in bfloat16, which this %s does not compute natively: "
@@ -58,8 +109,7 @@ class Embedder:
         # (a chip_resnet in bfloat16, 1 thread, batch 1: ~13 ms eager -> ~7 ms frozen; the
         # embeddings agree to cos > 0.9999). FACEGATE_FROZEN=0 turns it off; a model that
         # cannot be traced runs eagerly.
-        self.frozen = (self.device.type == "cpu" and self.channels_last
-                       and os.environ.get("FACEGATE_FROZEN", "1") != "0")
+        self.frozen = frozen_on(self.device, self.channels_last)
         self._frozen: OrderedDict[int, torch.jit.ScriptModule] = OrderedDict()
         self._frozen_lock = threading.Lock()
 
@@ -67,7 +117,7 @@ class Embedder:
     def arithmetic(self) -> str:
         """How the network is computed: embeddings of one version computed two ways differ by
         rounding, so caches of embeddings are keyed by this as well as by the version."""
-        return ("bfloat16" if self.bf16 else "float32") + ("-frozen" if self.frozen else "-eager")
+        return arithmetic_name(self.bf16, self.frozen)
 
     @classmethod
     def from_checkpoint(cls, path=None, device="cpu", precision: str | None = None) -> "Embedder":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.embedder import Embedder
+from encoder.embedder import Embedder, EncoderCard
 from facegate.reasons import Reason
 from encoder.images import Decoded, ImageError, decode_reduced
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
@@ -274,7 +274,12 @@ class Eyes:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, embedder: Embedder, store: TemplateStore,
+    """The service's decisions: stores, thresholds, audit. The face models' part of each call is
+    `look`ed at by its worker processes where the server has them (`lookers`; `embedder` is then the
+    encoder's card, encoder.embedder.EncoderCard: its version and calibrated values, no networks),
+    else by `eyes` in the calling thread."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | EncoderCard, store: TemplateStore,
                  thresholds: ThresholdStore | None, audit: AuditLog | None = None, gates: Gates | None = None,
                  sites: SiteStore | None = None):
         self.settings = settings

@@ -15,7 +15,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from encoder.embedder import Embedder
+from encoder.embedder import Embedder, EncoderCard
 from facegate.v1 import facegate_pb2 as pb
 from facegate.v1 import facegate_pb2_grpc as pb_grpc
 from index.template_store import StoreError
@@ -53,8 +53,11 @@ def build_deps(settings: Settings) -> Deps:
     # `workers` requests run the face models at once: give each a share of the cores, so that
     # their intra-op threads do not fight over them (2 workers x 2 threads on 2 cores did)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    embedder = batch_models(Embedder.from_checkpoint(settings.checkpoint, device=device), settings.batch_window_ms,
-                            settings.batch_max)
+    if uses_worker_processes(settings):     # the models run there: this process needs only their card
+        embedder = EncoderCard.from_checkpoint(settings.checkpoint, device=device)
+    else:
+        embedder = batch_models(Embedder.from_checkpoint(settings.checkpoint, device=device),
+                                settings.batch_window_ms, settings.batch_max)
     try:
         stores = open_stores(settings, dim=embedder.embedding_dim)
     except StoreError as e:
@@ -69,7 +72,7 @@ def build_deps(settings: Settings) -> Deps:
         stores.close()
         raise
     try:
-        if settings.worker_processes and settings.batch_max <= 1:
+        if uses_worker_processes(settings):
             start_worker_processes(settings, pipeline)
     except BaseException:
         stop_worker_processes(pipeline)
@@ -78,6 +81,12 @@ def build_deps(settings: Settings) -> Deps:
     if metrics:
         metrics.attach(pipeline)
     return Deps(pipeline, metrics, stores)
+
+
+def uses_worker_processes(settings: Settings) -> bool:
+    """The face models run in worker processes (service/processes.py); micro-batching needs them
+    in the server's threads."""
+    return settings.worker_processes and settings.batch_max <= 1
 
 
 def start_worker_processes(settings: Settings, pipeline: Pipeline) -> None:

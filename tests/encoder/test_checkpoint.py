@@ -486,3 +486,25 @@ def test_flip_averaging_frozen_embedder_is_mirror_invariant_and_matches_eager(tm
     assert (got * by_hand).sum(1).min() > 0.999
     # and it is not the single view's embedding
     assert (got * eager.embed_crops(crops)).sum(1).min() < 0.99999
+
+
+def test_the_encoders_card_says_what_the_loaded_encoder_says():
+    """A server whose models run in worker processes holds the shipped encoder's card
+    (encoder.embedder.EncoderCard): the same version, calibrated values, arithmetic, embedding
+    size and search side as the Embedder its workers load, and no networks."""
+    from encoder.embedder import Embedder, EncoderCard
+
+    card, full = EncoderCard.from_checkpoint(), Embedder.from_checkpoint()
+    assert (card.version, card.meta, card.arithmetic, card.embedding_dim, card.sized_max_side,
+            card.default_threshold) == (full.version, full.meta, full.arithmetic, full.embedding_dim,
+                                        full.sized_max_side, full.default_threshold)
+    assert not hasattr(card, "align") and not hasattr(card, "embed_crops")
+
+
+def test_a_broken_checkpoint_stops_the_card_as_it_stops_the_encoder(tmp_path):
+    from encoder.embedder import EncoderCard
+
+    p = tmp_path / "enc.pt"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="enc.pt"):
+        EncoderCard.from_checkpoint(p)

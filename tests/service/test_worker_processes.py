@@ -76,6 +76,8 @@ def _worker_metrics(port: int) -> dict:
         m = re.match(r'(facegate_worker_\w+)\{pool="(\w+)"\} (\S+)$', line)
         if m:
             out[m.group(1), m.group(2)] = float(m.group(3))
+        elif line.startswith("process_resident_memory_bytes "):
+            out["process_resident_memory_bytes", "server"] = float(line.split()[1])
     return out
 
 
@@ -93,6 +95,8 @@ def test_a_killed_worker_process_is_replaced_and_the_large_photos_one_runs_idle(
         assert m["facegate_worker_processes", "frames"] == 2 and m["facegate_worker_processes", "large"] == 1
         assert m["facegate_worker_cpu_seconds_total", "frames"] > 1.0
         assert m["facegate_worker_resident_memory_bytes", "frames"] > 2 * 200e6
+        # the server's own process holds the encoder's card, not its networks (encoder.embedder.EncoderCard)
+        assert m["process_resident_memory_bytes", "server"] < 0.85 * m["facegate_worker_resident_memory_bytes", "frames"] / 2
         policies = sorted(os.sched_getscheduler(pid) for pid in children)
         assert policies == sorted([os.SCHED_OTHER, os.SCHED_OTHER, os.SCHED_IDLE]), policies
         frames = [pid for pid in children if os.sched_getscheduler(pid) == os.SCHED_OTHER]
