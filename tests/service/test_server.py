@@ -2,6 +2,7 @@
 identify, cluster, delete, bad input, SIGKILL and restart, and the encoder-version refusal."""
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -55,6 +57,10 @@ class Server:
         self.address = f"127.0.0.1:{self.port}"
         self.client = Client(self.address, timeout=60)
         self.data_dir = Path(data_dir)
+        # the server logs a line per call on stderr: read on, or a full pipe (64 KB, a few hundred
+        # calls) would block the server; the last lines are kept for a failing test to show
+        self.log = collections.deque(maxlen=200)
+        threading.Thread(target=self.log.extend, args=(self.proc.stderr,), daemon=True).start()
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
