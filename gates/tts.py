@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def synthesise(u: Utterance, cache: Path = DEFAULT_CACHE) -> np.ndarray:
             raise TTSUnavailable(f"{path.name} is not cached in {cache} and {tool} is not installed "
                                  "(python -m gates.tts --install), or train with --tts-words 0")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # its own temporary file: processes or threads filling one cache at once never share one
+        tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
         if festival:
             _festival(exe, u, tmp)
         else:

@@ -169,6 +169,37 @@ def test_tts_reads_its_cache_without_espeak(tmp_path, monkeypatch):
         tts.synthesise(tts.Utterance("active", "en-us", 150, 50), tmp_path)
 
 
+def test_tts_filled_by_several_at_once_gives_each_the_same_word(tmp_path, monkeypatch):
+    """Training processes (or threads) that synthesise the same utterance at one time each get it:
+    each writes its own temporary file before the rename (a shared one failed the slower one)."""
+    import threading
+
+    from gates import tts
+
+    fake = tmp_path / "espeak-ng"         # writes its WAV (-w PATH) slowly, as a busy machine does
+    fake.write_text("#!" + sys.executable + "\n"
+                    "import sys, time, numpy as np\nfrom scipy.io import wavfile\n"
+                    "out = sys.argv[sys.argv.index('-w') + 1]\ntime.sleep(0.3)\n"
+                    "wavfile.write(out, 16000, (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32))\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(tts.shutil, "which", lambda name: str(fake) if name == "espeak-ng" else None)
+    u, cache, got, errors = tts.Utterance("activate", "en-us", 150, 50), tmp_path / "cache", [], []
+
+    def one():
+        try:
+            got.append(len(tts.synthesise(u, cache)))
+        except Exception as e:                       # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and got == [RATE] * 4
+    assert [f.name for f in cache.iterdir()] == [u.file_name()]      # no temporary file left behind
+
+
 # ---------------------------------------------------------------------------- the shipped checkpoint
 def _trigger_data() -> Path:
     d = Path(os.environ.get("FACEGATE_DATA", ROOT.parent / "shared" / "data")) / "trigger_word"
