@@ -30,6 +30,7 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
+import psutil
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,18 +58,9 @@ def id_photo_folder(lfw_images: Path, photos: int, per_person: int, seed: int, o
 
 def cpu_seconds(pid: int) -> float:
     """The user + system CPU time a process and its children alive now (the server's model worker
-    processes) have used so far (/proc/PID/stat)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    processes) have used so far."""
+    proc = psutil.Process(pid)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in [proc, *proc.children(recursive=True)]))
 
 
 def facegate_enroll(folder: Path, n: int) -> dict:

@@ -37,6 +37,12 @@ def frozen_on(device: torch.device, channels_last: bool) -> bool:
     return device.type == "cpu" and channels_last and os.environ.get("FACEGATE_FROZEN", "1") != "0"
 
 
+def align_config(meta: dict) -> AlignConfig:
+    """The face geometry a checkpoint was trained on (its crop size and framing)."""
+    prep = meta.get("preprocessing", {})
+    return AlignConfig(crop_size=prep.get("crop_size", 112), geometry=prep.get("geometry", "arcface112"))
+
+
 def arithmetic_name(bf16: bool, frozen: bool) -> str:
     return ("bfloat16" if bf16 else "float32") + ("-frozen" if frozen else "-eager")
 
@@ -57,9 +63,7 @@ class EncoderCard:
         self.bf16 = runtime_bf16(self.declared, self.device, precision)
         self.frozen = frozen_on(self.device, self.declared == "bfloat16")
         self.embedding_dim = int(meta.get("config", {}).get("embedding_dim", 128))
-        prep = meta.get("preprocessing", {})
-        self.sized_max_side = AlignConfig(crop_size=prep.get("crop_size", 112),
-                                          geometry=prep.get("geometry", "arcface112")).sized_max_side
+        self.sized_max_side = align_config(meta).sized_max_side
 
     @classmethod
     def from_checkpoint(cls, path=None, device="cpu", precision: str | None = None) -> "EncoderCard":
@@ -84,9 +88,7 @@ class Embedder:
         self.meta = meta
         self.version: str = meta.get("version", "unversioned")
         self.device = torch.device(device)
-        prep = meta.get("preprocessing", {})
-        self.aligner = aligner or FaceAligner(
-            AlignConfig(crop_size=prep.get("crop_size", 112), geometry=prep.get("geometry", "arcface112")), device=device)
+        self.aligner = aligner or FaceAligner(align_config(meta), device=device)
         # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)
         self.flip = bool(meta.get("preprocessing", {}).get("flip_average", False))
         # bfloat16 autocast where the checkpoint was calibrated so (it was trained under the same
@@ -185,7 +187,6 @@ class Embedder:
     def sized_max_side(self) -> int:
         """The longest side a photo is searched at when sized to a site (AlignConfig.sized_max_side)."""
         return self.aligner.config.sized_max_side
-
 
     def embed(self, img: np.ndarray, accept_any_face: bool = False) -> Embedding:
         """The service's rule: only a usable face is embedded (reason OK). With `accept_any_face`,
