@@ -15,7 +15,14 @@ among HOG's boxes: the encoders compared on the same choice of face). Only the p
 picks another face are encoded again. A photo in which a detector finds no face is scored from a
 centre crop (CONTRACT.md), for each.
 
+Do thresholds set on one population hold on another? Each side's calibrated thresholds are applied to
+these pairs: facegate's own (Verify's, Identify's, from its checkpoint) and, with --calib-pairs, the
+peer's, calibrated the same way: on the same pair list (facegate's: lfw/pairs_calib.tsv) for the same
+target FARs. Each reports the FAR on these impostor pairs beside its target, and the FRR.
+
   python bench/accuracy.py --pairs ../shared/data/faces/lfw/pairs_devtest.tsv --root ../shared/data/faces/lfw
+  python bench/accuracy.py --pairs ../shared/data/faces/shift/pairs_casia.tsv --root ../shared/data/faces/shift/casia_facev5 \
+      --calib-pairs ../shared/data/faces/lfw/pairs_calib.tsv
 Needs the teacher extra for the peer (./dev teacher); without it, facegate alone is measured.
 """
 from __future__ import annotations
@@ -39,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from encoder.align import CENTRE_SHARE, choose_face  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
-from encoder.pair_eval import WARMUP, PairList, embed_photos  # noqa: E402
-from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc  # noqa: E402
+from encoder.pair_eval import WARMUP, PairList, embed_photos, thresholds_on_pairs  # noqa: E402
+from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc, threshold_at_far  # noqa: E402
 
 
 PEER_RULES = {
@@ -93,6 +100,20 @@ def peer_embed(root: Path, paths: list[str]):
     return vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:]))
 
 
+def calibrated_like(meta: dict, dist: np.ndarray, same: np.ndarray, pair_list: str) -> dict:
+    """Thresholds for other distances at the target FARs facegate's checkpoint `meta` was calibrated
+    for (Verify's, Identify's), on the pairs `dist`/`same` (the same pair list): a meta dict that
+    encoder.pair_eval.thresholds_on_pairs reads."""
+    out = {}
+    for key in ("threshold", "identify_threshold"):
+        target = (meta.get(f"{key}_info") or {}).get("target_far")
+        if target:
+            t, far, tar = threshold_at_far(dist, same, target)
+            out[key] = round(t, 4)
+            out[f"{key}_info"] = {"target_far": target, "far": round(far, 6), "tar": round(tar, 4), "pair_list": pair_list}
+    return out
+
+
 def paired(d_fg: np.ndarray, d_peer: np.ndarray, pairs: PairList) -> dict:
     """The two on the same pairs, each judged by the 10-fold protocol: is the difference more than
     the pairs that either gets right by luck of the threshold?"""
@@ -116,6 +137,10 @@ def main():
     ap.add_argument("--plot", default=None, help="PNG path (default: bench/out/accuracy_<pairs>.png); the JSON is written beside it "
                     "with the suffix .json")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--calib-pairs", default=None,
+                    help="calibrate the peer's thresholds on this pair list, for the FARs facegate's were "
+                         "calibrated for (facegate's list: lfw/pairs_calib.tsv), and apply them to --pairs")
+    ap.add_argument("--calib-root", default=None, help="the photos of --calib-pairs (default: its folder)")
     a = ap.parse_args()
     import torch
 
@@ -132,7 +157,8 @@ def main():
     d_fg, rep = score(pairs, fg.vectors)
     out["machine"] = machine_info()
     out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
-                       "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5)}
+                       "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5),
+                       "at_calibrated_thresholds": thresholds_on_pairs(emb.meta, d_fg, pairs.same)}
     curves[emb.version] = roc(d_fg, pairs.same)[1:]
     if not a.no_peer:
         try:
@@ -148,6 +174,13 @@ def main():
             out["embed_speedup"] = round(te / max(fg.sec_per_embed, 1e-9), 2)
             out["acc_difference"] = round(out["facegate"]["acc"] - out["face_recognition"]["acc"], 4)
             out["paired"] = paired(d_fg, d, pairs)
+            if a.calib_pairs:
+                calib = PairList.read(a.calib_pairs)
+                calib_root = Path(a.calib_root or Path(a.calib_pairs).parent)
+                cv, _, _, _ = peer_embed(calib_root, sorted(set(calib.a) | set(calib.b)))
+                d_calib, _ = score(calib, cv["first"])
+                meta = calibrated_like(emb.meta, d_calib, calib.same, Path(a.calib_pairs).name)
+                out["face_recognition"]["at_calibrated_thresholds"] = thresholds_on_pairs(meta, d, pairs.same)
             # the same encoder on other faces of the photos where HOG found several
             for rule in ("largest", "central"):
                 d_rule, rep = score(pairs, vectors[rule])
