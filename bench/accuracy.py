@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from encoder.align import CENTRE_SHARE, choose_face  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
-from encoder.pair_eval import WARMUP, PairList, embed_photos, thresholds_on_pairs  # noqa: E402
+from encoder.pair_eval import WARMUP, PairList, embed_photos, pair_distances, thresholds_on_pairs  # noqa: E402
 from encoder.pair_metrics import kfold_correct, mcnemar, pair_report, plot_roc, roc, threshold_at_far  # noqa: E402
 
 
@@ -123,9 +123,7 @@ def paired(d_fg: np.ndarray, d_peer: np.ndarray, pairs: PairList) -> dict:
 
 
 def score(pairs: PairList, vectors: dict) -> tuple[np.ndarray, dict]:
-    a = np.stack([vectors[p] for p in pairs.a])
-    b = np.stack([vectors[p] for p in pairs.b])
-    d = np.linalg.norm(a - b, axis=1)
+    d = pair_distances(pairs, vectors)
     return d, pair_report(d, pairs.same, pairs.folds)
 
 
@@ -178,8 +176,8 @@ def main():
                 calib = PairList.read(a.calib_pairs)
                 calib_root = Path(a.calib_root or Path(a.calib_pairs).parent)
                 cv, _, _, _ = peer_embed(calib_root, sorted(set(calib.a) | set(calib.b)))
-                d_calib, _ = score(calib, cv["first"])
-                meta = calibrated_like(emb.meta, d_calib, calib.same, Path(a.calib_pairs).name)
+                meta = calibrated_like(emb.meta, pair_distances(calib, cv["first"]), calib.same,
+                                       Path(a.calib_pairs).name)
                 out["face_recognition"]["at_calibrated_thresholds"] = thresholds_on_pairs(meta, d, pairs.same)
             # the same encoder on other faces of the photos where HOG found several
             for rule in ("largest", "central"):

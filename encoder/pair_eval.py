@@ -80,9 +80,10 @@ def embed_photos(embedder: Embedder, root: str | Path, paths: list[str], threads
     return PhotoEmbeddings(vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:])))
 
 
-def pair_distances(pairs: PairList, emb: PhotoEmbeddings) -> np.ndarray:
-    a = np.stack([emb.vectors[p] for p in pairs.a])
-    b = np.stack([emb.vectors[p] for p in pairs.b])
+def pair_distances(pairs: PairList, vectors: dict[str, np.ndarray]) -> np.ndarray:
+    """The L2 distance of each pair, from {photo: vector}."""
+    a = np.stack([vectors[p] for p in pairs.a])
+    b = np.stack([vectors[p] for p in pairs.b])
     return np.linalg.norm(a - b, axis=1)
 
 
@@ -90,7 +91,7 @@ def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) ->
     pairs = PairList.read(pairs_path)
     photos = sorted(set(pairs.a) | set(pairs.b))
     emb = embed_photos(embedder, root, photos)
-    dist = pair_distances(pairs, emb)
+    dist = pair_distances(pairs, emb.vectors)
     report = pair_report(dist, pairs.same, pairs.folds)
     report.update({
         "images": len(photos), "no_face": emb.no_face,
@@ -139,7 +140,7 @@ def calibrate(embedder: Embedder, pairs_path, root, target_far: float) -> dict:
               f"the threshold admits no impostor at all", file=sys.stderr)
     photos = sorted(set(pairs.a) | set(pairs.b))
     emb = embed_photos(embedder, root, photos, desc="calibrate")
-    dist = pair_distances(pairs, emb)
+    dist = pair_distances(pairs, emb.vectors)
     t, far, tar = threshold_at_far(dist, pairs.same, target_far)
     return {"threshold": round(t, 4), "far": round(far, 6), "tar": round(tar, 4), "target_far": target_far,
             "genuine_pairs": int(pairs.same.sum()), "impostor_pairs": int((~pairs.same).sum()),
