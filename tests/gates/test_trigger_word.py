@@ -354,6 +354,30 @@ def test_loso_folds_keep_each_speaker_out_of_its_own_training(tmp_path):
     assert {f["background"] for f in fs} == {"1.wav", "2.wav"}
 
 
+def test_loso_names_what_each_false_trigger_fired_on_and_the_best_f1_within_the_bound():
+    from gates.trigger_loso import best_within, false_trigger_sources
+    from gates.trigger_synth import Clip
+
+    def fired(*times):                                        # p 0.99 for 3 steps from each time, else 0.01
+        p = np.full(CLIP_STEPS, 0.01, np.float32)
+        for t in times:
+            p[seconds_to_step(t):seconds_to_step(t) + 3] = 0.99
+        return p
+
+    near = Placement(2.0, 2.6, False, "tts-test:accurate/en-029+m1")
+    real = Placement(6.0, 6.5, False, "negatives/1_0.wav")
+    clips = [Clip(np.zeros(CLIP_SAMPLES, np.float32), [near, real]), Clip(np.zeros(CLIP_SAMPLES, np.float32), [real])]
+    probs = [fired(2.7, 6.6, 9.0), fired(6.4)]                # 2.7: after "accurate"; 9.0: 2.5 s after any word
+    assert false_trigger_sources(probs, clips, 0.5, 3) == {"negatives/1_0.wav": 2, "no word": 1,
+                                                           "tts-test:accurate/en-029+m1": 1}
+    assert false_trigger_sources(probs, clips, 0.995, 3) == {}
+    rows = [{"threshold": 0.5, "f1": 0.99, "false_triggers": 3}, {"threshold": 0.9, "f1": 0.95, "false_triggers": 1},
+            {"threshold": 0.95, "f1": 0.95, "false_triggers": 0}, {"threshold": 0.99, "f1": 0.6, "false_triggers": 0}]
+    assert best_within(rows, 60.0) == {"f1": 0.95, "threshold": 0.9, "false_triggers": 1}   # ties: the lower
+    assert best_within(rows, 30.0) == {"f1": 0.95, "threshold": 0.95, "false_triggers": 0}  # 1 in 30 min: 2 per hour
+    assert best_within(rows[:1], 60.0) is None
+
+
 def test_training_voices_never_include_the_test_voices():
     from gates import tts
 
