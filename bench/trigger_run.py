@@ -2,7 +2,7 @@
 
   python bench/trigger_run.py [--checkpoint gates/weights/trigger_word.pt] [--data ../shared/data] \
       [--out docs/gates/trigger_run.json]
-  python bench/trigger_run.py --loso [--recipe shipped|robust] [--steps 250] [--word-free-minutes 60]
+  python bench/trigger_run.py --loso [--recipe shipped|robust|accents|pair] [--steps 250] [--word-free-minutes 60]
       leave-one-speaker-out: one model per real speaker, trained without that speaker (gates/trigger_loso.py)
 
 The hold-out is read from the checkpoint (what its training kept out). Test audio:
@@ -115,7 +115,7 @@ def loso(a) -> None:
     except Exception as e:           # noqa: BLE001 -- a filled cache still runs
         print(f"could not install the synthesisers ({e}); relying on the cache", file=sys.stderr)
     out = run_loso(a.recipe, a.steps, Path(a.data), Path(a.runs) / a.recipe, DEFAULT_CACHE, a.seed,
-                   a.word_clips, max(a.word_free_minutes, 60.0))
+                   a.word_clips, max(a.word_free_minutes, 60.0), speakers=a.speakers)
     path = Path(a.out) if a.out else ROOT / "docs" / "gates" / f"trigger_loso_{a.recipe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -134,8 +134,11 @@ def main(argv=None):
     ap.add_argument("--loso", action="store_true",
                     help="leave-one-speaker-out: train a model per real speaker (gates/trigger_loso.py) and test "
                          "each on its held-out speaker, background, negatives and >= 60 min of word-free audio")
-    ap.add_argument("--recipe", choices=("shipped", "robust"), default="shipped", help="(--loso) the training recipe")
+    ap.add_argument("--recipe", choices=("shipped", "robust", "accents", "pair"), default="shipped",
+                    help="(--loso) the training recipe; pair: robust and accents trained apart, their mean heard")
     ap.add_argument("--steps", type=int, default=250, help="(--loso) training steps per fold")
+    ap.add_argument("--speakers", nargs="*", help="(--loso) only these speakers' folds (e.g. one process per "
+                                                    "pair of folds, then a run of all of them resumes every fold)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "trigger_loso"), help="(--loso) fold run folders (resumable)")
     a = ap.parse_args(argv)
     if a.loso:
@@ -165,7 +168,10 @@ def main(argv=None):
         dev.append((f.name, p, [{"t": e.t, "p": round(e.p, 4)} for e in events(p, gate.threshold, gap)]))
     out = {
         "checkpoint": str(a.checkpoint or "gates/weights/trigger_word.pt"),
-        "threshold": gate.threshold, "threshold_chosen_on": "validation (training sources only)",
+        "version": gate.meta.get("version"),
+        "members": [m.get("version") for m in gate.meta.get("members", [])] or None,
+        "threshold": gate.threshold,
+        "threshold_chosen_on": gate.meta.get("threshold_chosen_on", "validation (training sources only)"),
         "label_span_s": gate.meta.get("label_span"), "min_gap_steps": gap,
         "holdout": {k: holdout[k] for k in ("activates", "test_activates", "negatives", "backgrounds") if k in holdout},
         "event_rule": "hit when start <= t <= end + 1 s of a true 'activate', each word at most once",

@@ -6,13 +6,16 @@
       3_act3.wav --threshold-activates 3.wav 3_act2.wav 3_act3.wav --steps 250 --out runs/trigger-robust \
       --export gates/weights/trigger_word.pt
 
-Two recipes. "shipped" (trigger-word-1) is described below. "robust" (trigger-word-2, ROBUST) adds
+Three recipes. "shipped" (trigger-word-1) is described below. "robust" (trigger-word-2, ROBUST) adds
 festival's US English voices to espeak-ng's (apt-get installed on first use), a vocal-tract-length
 change of every augmented word, a frequency warp and a random microphone response of whole clips,
 coloured noise at 0-25 dB SNR, two frequency and two time masks (SpecAugment), per-utterance
 normalisation inside the model, and chooses the threshold on a real speaker kept out of the weights
 (`--threshold-activates`), allowing no false trigger on 30 min of word-free validation clips.
-bench/trigger_run.py --loso measures either recipe leave-one-speaker-out (gates/trigger_loso.py).
+"accents" (trigger-word-2a, ACCENTS) is the robust recipe with espeak-ng's voices of ten other
+languages reading the English words, and twice the synthetic words. The shipped gate (trigger-word-3)
+is a robust and an accents detector heard together (gates/trigger_ensemble.py). bench/trigger_run.py
+--loso measures any recipe, or that pair, leave-one-speaker-out (gates/trigger_loso.py).
 
 Every training clip is made on the fly: a 10 s background (a random piece of the training
 background, reversed or band-limited now and then, at a random gain, plus white-to-brown
@@ -132,6 +135,7 @@ class TriggerConfig:
     time_mask: int = 0                   # SpecAugment-style: time masks of up to this many frames (10 ms)
     time_masks: int = 0
     p_snr_noise: float = 0.0             # clips that get coloured noise 0-25 dB below the words' level
+    accent_voices: bool = False          # espeak-ng's other-language voices too (tts.ACCENT_BASE_VOICES)
 
 
 # Speakers change (formants, pitch, speed; festival and espeak-ng voices), rooms and microphones change
@@ -141,6 +145,12 @@ class TriggerConfig:
 ROBUST = dict(recipe="robust", festival_share=0.3, tts_augment_p=0.8, formant=0.12, utt_norm=True, vtlp=0.1,
               eq_db=6.0, freq_masks=2, time_mask=20, time_masks=2, p_snr_noise=0.5, val_max_false_per_10min=0.0,
               val_word_free_clips=180)
+# The robust recipe with English read in ten other languages' voices (training and validation, never the
+# test's en-029) and twice the synthetic words: it hears accented near misses ("accurate", "motivate")
+# as other words, and is the second member of the shipped pair (gates/trigger_ensemble.py).
+ACCENTS = dict(ROBUST, recipe="accents", accent_voices=True, tts_positives=800, tts_negatives=1200)
+RECIPES = {"robust": ROBUST, "accents": ACCENTS}
+VERSIONS = {"shipped": "trigger-word-1", "robust": "trigger-word-2", "accents": "trigger-word-2a"}
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -168,7 +178,7 @@ def tts_plan(cfg: TriggerConfig) -> dict[str, list[Utterance]]:
     """The synthetic utterances of training and of validation, on disjoint voices (seeded). The test
     voices (tts.TEST_BASE_VOICES) are in neither; festival voices (`festival_share`) only in training."""
     rng = np.random.default_rng([cfg.seed, 1])
-    voices = list(rng.permutation(training_voices()))
+    voices = list(rng.permutation(training_voices(cfg.accent_voices)))
     n_val = int(round(cfg.tts_val_voice_share * len(voices)))
     groups = {"val": voices[:n_val], "train": voices[n_val:]}
     negatives = list(NEAR_MISSES) * 2 + list(OTHER_WORDS)          # near misses twice as often
@@ -368,6 +378,23 @@ def evaluate(model: TriggerNet, ev: EvalSet, cfg: TriggerConfig) -> dict:
             "words": sum(len(positives_of(c)) for c in ev.word_clips), "word_free_minutes": ev.free_minutes}
 
 
+def validation_set(cfg: TriggerConfig, split: dict, plan: dict, cache: Path) -> EvalSet:
+    """The clips the threshold is chosen on: a real speaker the weights never saw (nested hold-out), else
+    the training speakers; synthetic words of the validation voices only (seeded: the same every call)."""
+    val = build_pools(split["threshold"] if cfg.threshold_activates else split["train"], plan["val_positive"],
+                      plan["val_negative"], max(cfg.real_variants // 4, 2), cache, cfg.seed + 1000)
+    return make_val_set(val, cfg)
+
+
+def config_from_dict(d: dict) -> TriggerConfig:
+    """A TriggerConfig from its JSON form (a checkpoint's "config", a run's config.json)."""
+    known = TriggerConfig.__dataclass_fields__
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known and k != "mix"}
+    if "mix" in d:
+        kw["mix"] = MixConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d["mix"].items()})
+    return TriggerConfig(**kw)
+
+
 # ------------------------------------------------------------------------------------ the run
 def _save_state(path: Path, model: TriggerNet, opt: torch.optim.Optimizer, step: int, cfg: TriggerConfig):
     atomic_save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
@@ -385,10 +412,7 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
     t0 = time.time()
     train = build_pools(split["train"], plan["train_positive"], plan["train_negative"], cfg.real_variants, cache,
                         cfg.seed, cfg.tts_augment_p, cfg.formant)
-    # the threshold's set: a real speaker the weights never saw (nested hold-out), else the training speakers
-    val = build_pools(split["threshold"] if cfg.threshold_activates else split["train"], plan["val_positive"],
-                      plan["val_negative"], max(cfg.real_variants // 4, 2), cache, cfg.seed + 1000)
-    val_set = make_val_set(val, cfg)
+    val_set = validation_set(cfg, split, plan, cache)
     log(json.dumps({"pools": {k: len(v) for k, v in {**{f"pos_{a}": b for a, b in train.positives.items()},
                                                       **{f"neg_{a}": b for a, b in train.negatives.items()}}.items()},
                     "val_words": sum(len(positives_of(c)) for c in val_set.word_clips), "seconds": round(time.time() - t0, 1)}))
@@ -435,7 +459,7 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
                               "negatives": list(cfg.holdout_negatives),
                               "backgrounds": list(cfg.holdout_backgrounds),
                               "background": cfg.holdout_backgrounds[0], "note": HOLDOUT_NOTE},
-                     val_metrics=result["val"], version="trigger-word-2" if cfg.recipe == "robust" else "trigger-word-1",
+                     val_metrics=result["val"], version=VERSIONS[cfg.recipe],
                      threshold_chosen_on=(f"held-out speaker {list(cfg.threshold_activates)}" if cfg.threshold_activates
                                           else "validation (training sources only)"),
                      training_data=("synthesised 10 s clips: trigger_word/backgrounds minus the hold-out, "
@@ -457,11 +481,13 @@ def main(argv=None):
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--workers", type=int, help="processes making batches (0: in the training process)")
     ap.add_argument("--tts-words", type=int, choices=(0, 1), default=1,
                     help="0: no synthetic voices (real recordings only; no espeak-ng or cache needed)")
-    ap.add_argument("--recipe", choices=("shipped", "robust"), default="shipped",
+    ap.add_argument("--recipe", choices=("shipped", "robust", "accents"), default="shipped",
                     help="robust: more voices (festival), speaker/room/microphone augmentation, SpecAugment, "
-                         "per-utterance normalisation, the threshold on a held-out speaker (see ROBUST)")
+                         "per-utterance normalisation, the threshold on a held-out speaker (see ROBUST); "
+                         "accents: robust with other languages' voices reading the words (see ACCENTS)")
     ap.add_argument("--threshold-activates", nargs="*",
                     help="activates/ files of a speaker kept out of the weights, on which the threshold is chosen")
     ap.add_argument("--holdout-activates", nargs="*", help="activates/ files kept out of training altogether")
@@ -471,10 +497,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from .tts import DEFAULT_CACHE
 
-    over = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "seed": a.seed, "threads": a.threads}.items()
+    over = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "seed": a.seed, "threads": a.threads,
+                                "workers": a.workers}.items()
             if v is not None}
-    if a.recipe == "robust":
-        over = {**ROBUST, **over}
+    if a.recipe in RECIPES:
+        over = {**RECIPES[a.recipe], **over}
     if a.threshold_activates is not None:
         over["threshold_activates"] = tuple(a.threshold_activates)
     if a.holdout_activates is not None:

@@ -10,6 +10,8 @@ those held-out sources only:
   - word-free audio (>= 60 min): the held-out background, or generated coloured noise, with 1-4
     held-out negative words (real or test voices) per 10 s, never "activate".
 Nothing is augmented beyond placement, gain and the generated noise: the recordings are the real ones.
+A recipe that is an ensemble (PAIRS: "pair", the shipped gate's) trains each of its members in the
+fold, then hears them together with the threshold chosen on the first member's validation set.
 Scoring (gates/trigger_metrics.py): an event is a hit when it fires between a word's start and 1 s
 after its end; each word counts once; every other event is a false trigger. Each fold also names what
 its false triggers fired on (the placed word each lands in, "no word" otherwise) and, as a diagnostic
@@ -32,6 +34,8 @@ from .trigger_synth import CLIP_SAMPLES, CLIP_SECONDS, Clip, Word, compose, fit_
 from .trigger_word import events, load_wav
 
 N_TEST_NEGATIVES = 4
+# recipes that are ensembles: their members' recipes (gates/trigger_ensemble.py), trained per fold
+PAIRS = {"pair": ("robust", "accents")}
 
 
 def speaker_of(name: str) -> str:
@@ -155,27 +159,53 @@ def score_fold(model, threshold: float, gap: int, with_words: list[Clip], free: 
             "false_trigger_sources": sources}
 
 
+def training_seconds(run_dir: Path, this_call: float) -> float:
+    """How long a member's training took: its log's last elapsed time (a run resumed when already
+    finished spends no training in this call), else the seconds of this call."""
+    log_path = Path(run_dir) / "log.jsonl"
+    if log_path.exists():
+        rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+        if rows and "elapsed_s" in rows[-1]:
+            return float(rows[-1]["elapsed_s"])
+    return this_call
+
+
 def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: int = 0, word_clips: int = 100,
-             word_free_minutes: float = 60.0, log=lambda m: print(m, file=sys.stderr)) -> dict:
-    """Train and test one model per fold; -> per speaker, mean, worst and pooled figures."""
+             word_free_minutes: float = 60.0, log=lambda m: print(m, file=sys.stderr),
+             speakers: list[str] | None = None) -> dict:
+    """Train and test one model per fold (only `speakers`' folds when given: folds are independent and
+    resumable, so processes may share them out); -> per speaker, mean, worst and pooled figures."""
     import torch
 
-    from .train_trigger import ROBUST, TriggerConfig, run
+    from .train_trigger import RECIPES, TriggerConfig, run
+    from .trigger_ensemble import combine
     from .trigger_word import TriggerWordGate
 
     torch.set_num_threads(1)
     root = Path(data) / "trigger_word"
+    members = PAIRS.get(recipe, (recipe,))
     rows = []
     for fold in folds(root):
+        if speakers and fold["speaker"] not in speakers:
+            continue
         t0 = time.time()
-        over = dict(ROBUST, threshold_activates=tuple(fold["threshold_activates"])) if recipe == "robust" else {}
-        cfg = TriggerConfig(steps=steps, eval_every=steps, ckpt_every=steps, threads=1, workers=0, seed=seed,
-                            holdout_activates=tuple(fold["test_activates"]), test_activates=tuple(fold["test_activates"]),
-                            holdout_negatives=tuple(fold["negatives"]), holdout_backgrounds=(fold["background"],),
-                            **over)
         fold_dir = Path(out) / f"speaker{fold['speaker']}"
         export = fold_dir / "trigger_word.pt"
-        res = run(replace(cfg), Path(data), fold_dir, cache, export, log=log)
+        train_seconds = 0.0
+        member_exports = []
+        for r in members:
+            over = dict(RECIPES[r], threshold_activates=tuple(fold["threshold_activates"])) if r in RECIPES else {}
+            cfg = TriggerConfig(steps=steps, eval_every=steps, ckpt_every=steps, threads=1, workers=0, seed=seed,
+                                holdout_activates=tuple(fold["test_activates"]),
+                                test_activates=tuple(fold["test_activates"]),
+                                holdout_negatives=tuple(fold["negatives"]), holdout_backgrounds=(fold["background"],),
+                                **over)
+            run_dir = fold_dir / r if len(members) > 1 else fold_dir
+            res = run(replace(cfg), Path(data), run_dir, cache, run_dir / "trigger_word.pt", log=log)
+            train_seconds += training_seconds(run_dir, res["seconds"])
+            member_exports.append(run_dir / "trigger_word.pt")
+        if len(members) > 1:              # the threshold on the first member's validation set
+            combine(member_exports, Path(data), cache, export, log=log)
         gate = TriggerWordGate.load(export)
         with_words, free = test_set(root, fold, word_clips, word_free_minutes, seed + 1234, cache)
         m = score_fold(gate.model, gate.threshold, gate.min_gap_steps, with_words, free)
@@ -183,9 +213,11 @@ def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: 
                "test_activates": fold["test_activates"], "held_out_negatives": fold["negatives"],
                "held_out_background": fold["background"], "threshold": gate.threshold,
                "threshold_chosen_on": gate.meta.get("threshold_chosen_on", "validation (training sources only)"),
-               **m, "train_seconds": res["seconds"], "fold_seconds": round(time.time() - t0, 1)}
+               **m, "train_seconds": round(train_seconds, 1), "fold_seconds": round(time.time() - t0, 1)}
         log(json.dumps(row))
         rows.append(row)
+    if not rows:
+        raise ValueError(f"no fold for speakers {speakers}")
     f1s = [r["f1"] for r in rows]
     minutes = sum(r["word_free_minutes"] for r in rows)
     fa = sum(r["false_triggers"] for r in rows)

@@ -138,6 +138,34 @@ class TriggerNet(nn.Module):
         return self.out(x).squeeze(-1)
 
 
+class TriggerEnsemble(nn.Module):
+    """Several detectors heard at once: the mean of their probabilities per output step. forward gives
+    the logit of that mean, so an ensemble stands wherever one TriggerNet does (sigmoid of the output)."""
+
+    def __init__(self, members: list[dict]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        self.members = nn.ModuleList([TriggerNet(**m) for m in members])
+        self.args = {"members": [dict(m.args) for m in self.members]}
+
+    @classmethod
+    def of(cls, nets: list[TriggerNet]) -> "TriggerEnsemble":
+        ens = cls([n.args for n in nets])
+        for dst, src in zip(ens.members, nets):
+            dst.load_state_dict(src.state_dict())
+        return ens.eval()
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.sigmoid(m(spec)) for m in self.members]).mean(0)
+        return torch.logit(p, eps=1e-7)
+
+
+def trigger_net(**args) -> nn.Module:
+    """The network a checkpoint's model_args describe: one detector, or an ensemble ("members")."""
+    return TriggerEnsemble(args["members"]) if "members" in args else TriggerNet(**args)
+
+
 @dataclass(frozen=True)
 class Event:
     t: float        # seconds: when the detector fires, just after the word ends
@@ -163,7 +191,7 @@ def events(probs: np.ndarray, threshold: float = 0.5, min_gap_steps: int = 0) ->
 class TriggerWordGate:
     name = "trigger_word"
 
-    def __init__(self, model: TriggerNet, meta: dict):
+    def __init__(self, model: TriggerNet | TriggerEnsemble, meta: dict):
         self.model = model.eval()
         self.meta = meta
         self.threshold = float(meta.get("threshold", 0.5))
@@ -171,7 +199,7 @@ class TriggerWordGate:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "TriggerWordGate":
-        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, TriggerNet, "trigger-word",
+        return cls(*load_gate(Path(path) if path else DEFAULT_CHECKPOINT, FORMAT, trigger_net, "trigger-word",
                               device))
 
     @property
@@ -225,5 +253,5 @@ class Heard:
         return f"no word heard: \"activate\" was not heard in the audio (peak p {self.peak:.2f})"
 
 
-def save_trigger(path: str | Path, model: TriggerNet, **meta) -> None:
+def save_trigger(path: str | Path, model: TriggerNet | TriggerEnsemble, **meta) -> None:
     save_gate(path, FORMAT, model.args, model, **meta)

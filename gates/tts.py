@@ -38,6 +38,9 @@ FESTIVAL_VOICES = ("festival:kal_diphone", "festival:ked_diphone", "festival:cmu
 DEBIAN_PACKAGES = ("espeak-ng", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts")
 # espeak-ng voices that no training run uses: the word-free test audio speaks with them (bench/)
 TEST_BASE_VOICES = ("en-029",)
+# espeak-ng's voices of other languages reading the English words: English with a Spanish, French,
+# German, Italian, Portuguese, Hindi, Swahili, Vietnamese, Polish or Dutch accent (the "accents" recipe)
+ACCENT_BASE_VOICES = ("es", "fr-fr", "de", "it", "pt", "hi", "sw", "vi", "pl", "nl")
 
 
 class TTSUnavailable(RuntimeError):
@@ -60,9 +63,11 @@ def all_voices(bases: tuple[str, ...] = BASE_VOICES) -> list[str]:
     return [b + (f"+{v}" if v else "") for b in bases for v in VARIANTS]
 
 
-def training_voices() -> list[str]:
-    """The espeak-ng voices training may use: all but the test voices' family."""
-    return all_voices(tuple(b for b in BASE_VOICES if b not in TEST_BASE_VOICES))
+def training_voices(accents: bool = False) -> list[str]:
+    """The espeak-ng voices training may use: all but the test voices' family (and, with `accents`,
+    the other languages' voices of ACCENT_BASE_VOICES after them)."""
+    english = all_voices(tuple(b for b in BASE_VOICES if b not in TEST_BASE_VOICES))
+    return english + (all_voices(ACCENT_BASE_VOICES) if accents else [])
 
 
 def test_voices() -> list[str]:

@@ -404,3 +404,62 @@ def test_a_gate_tells_no_word_from_a_word_like_sound():
     assert Heard([], 0.1, 0.8, 0.4).message().startswith("no word heard") and "peak p 0.10" in \
         Heard([], 0.1, 0.8, 0.4).message()
     assert TriggerWordGate(net, {"threshold": 0.8, "retry_threshold": 0.7}).retry_threshold == 0.7
+
+
+def test_accent_voices_join_training_only_when_asked_and_never_the_test_voices():
+    from gates import tts
+    from gates.train_trigger import ACCENTS, ROBUST, TriggerConfig, tts_plan
+
+    plain, accents = tts.training_voices(), tts.training_voices(accents=True)
+    assert accents[:len(plain)] == plain and len(accents) > len(plain)
+    extra = {v.split("+")[0] for v in accents[len(plain):]}
+    assert extra == set(tts.ACCENT_BASE_VOICES) and not set(accents) & set(tts.test_voices())
+    assert ACCENTS["accent_voices"] and not ROBUST.get("accent_voices", False)
+    cfg = TriggerConfig(**{**ACCENTS, "tts_positives": 40, "tts_negatives": 60, "festival_share": 0.0})
+    spoken = {u.voice.split("+")[0] for k, us in tts_plan(cfg).items() for u in us}
+    assert spoken & set(tts.ACCENT_BASE_VOICES) and not spoken & set(tts.TEST_BASE_VOICES)
+
+
+def _member(bias: float, utt_norm: bool = False) -> TriggerNet:
+    torch.manual_seed(int(bias * 10) + 7)
+    net = TriggerNet(utt_norm=utt_norm).eval()
+    torch.nn.init.constant_(net.out.bias, bias)
+    return net
+
+
+def test_an_ensemble_hears_the_mean_of_its_members_and_survives_a_save(tmp_path):
+    from gates.trigger_word import TriggerEnsemble, save_trigger, spectrogram
+
+    a, b = _member(-1.0), _member(2.0, utt_norm=True)
+    ens = TriggerEnsemble.of([a, b])
+    audio = np.random.default_rng(0).normal(0, 0.05, RATE * 2).astype(np.float32)
+    spec = spectrogram(audio)[None]
+    with torch.inference_mode():
+        want = (torch.sigmoid(a(spec)) + torch.sigmoid(b(spec))) / 2
+        got = torch.sigmoid(ens(spec))
+    assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(want, torch.sigmoid(a(spec)), atol=1e-2)
+    path = tmp_path / "pair.pt"
+    save_trigger(path, ens, threshold=0.6, min_gap_steps=3, members=[{"version": "a"}, {"version": "b"}])
+    gate = TriggerWordGate.load(path)
+    assert isinstance(gate.model, TriggerEnsemble) and gate.threshold == 0.6 and gate.min_gap_steps == 3
+    assert np.allclose(gate.probabilities(audio), got[0].numpy(), atol=1e-6)
+    single = tmp_path / "one.pt"                                   # a single detector still loads as one
+    save_trigger(single, a, threshold=0.5)
+    assert isinstance(TriggerWordGate.load(single).model, TriggerNet)
+    with pytest.raises(ValueError, match="at least two"):
+        TriggerEnsemble([a.args])
+
+
+def test_an_ensemble_refuses_members_trained_on_different_hold_outs(tmp_path):
+    from gates.trigger_ensemble import combine
+    from gates.trigger_word import save_trigger
+
+    held = {"activates": ["3.wav"], "test_activates": ["3.wav"], "threshold_activates": ["4_act2.wav"],
+            "negatives": ["3.wav"], "backgrounds": ["2.wav"]}
+    save_trigger(tmp_path / "a.pt", _member(0.0), threshold=0.9, holdout=held, label_span=0.5, min_gap_steps=3)
+    save_trigger(tmp_path / "b.pt", _member(1.0), threshold=0.9, holdout={**held, "test_activates": ["1.wav"]},
+                 label_span=0.5, min_gap_steps=3)
+    with pytest.raises(ValueError, match="different hold-outs"):
+        combine([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="at least two"):
+        combine([tmp_path / "a.pt"], tmp_path, tmp_path)
