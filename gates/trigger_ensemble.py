@@ -47,6 +47,9 @@ def combine(members: list[str | Path], data_dir: Path, cache: Path, out: Path | 
     same_holdout(metas)
     if len({(m.get("label_span"), m.get("min_gap_steps")) for m in metas}) != 1:
         raise ValueError("members disagree on label_span or min_gap_steps")
+    if "config" not in metas[0]:
+        raise ValueError(f"{members[0]} holds no training config: its validation set cannot be rebuilt "
+                         "for the ensemble's threshold")
     cfg = config_from_dict(metas[0]["config"])
     ens = TriggerEnsemble.of([g.model for g in gates])
     val_set = validation_set(cfg, split_files(Path(data_dir), cfg), tts_plan(cfg), Path(cache))

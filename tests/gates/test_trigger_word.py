@@ -463,3 +463,6 @@ def test_an_ensemble_refuses_members_trained_on_different_hold_outs(tmp_path):
         combine([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path, tmp_path)
     with pytest.raises(ValueError, match="at least two"):
         combine([tmp_path / "a.pt"], tmp_path, tmp_path)
+    save_trigger(tmp_path / "c.pt", _member(2.0), threshold=0.9, holdout=held, label_span=0.5, min_gap_steps=3)
+    with pytest.raises(ValueError, match="no training config"):         # the same hold-out, but no recipe
+        combine([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path, tmp_path)
