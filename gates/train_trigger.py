@@ -6,12 +6,13 @@
       3_act3.wav --threshold-activates 3.wav 3_act2.wav 3_act3.wav --steps 250 --out runs/trigger-robust \
       --export gates/weights/trigger_word.pt
 
-Three recipes. "shipped" (trigger-word-1) is described below. "robust" (trigger-word-2, ROBUST) adds
-festival's US English voices to espeak-ng's (apt-get installed on first use), a vocal-tract-length
-change of every augmented word, a frequency warp and a random microphone response of whole clips,
-coloured noise at 0-25 dB SNR, two frequency and two time masks (SpecAugment), per-utterance
-normalisation inside the model, and chooses the threshold on a real speaker kept out of the weights
-(`--threshold-activates`), allowing no false trigger on 30 min of word-free validation clips.
+Three recipes. "shipped" (trigger-word-1, the gate shipped before trigger-word-3) is described
+below. "robust" (trigger-word-2, ROBUST) adds festival's US English voices to espeak-ng's
+(apt-get installed on first use), a vocal-tract-length change of every augmented word, a
+frequency warp and a random microphone response of whole clips, coloured noise at 0-25 dB SNR,
+two frequency and two time masks (SpecAugment), per-utterance normalisation inside the model,
+and chooses the threshold on a real speaker kept out of the weights (`--threshold-activates`),
+allowing no false trigger on 30 min of word-free validation clips.
 "accents" (trigger-word-2a, ACCENTS) is the robust recipe with espeak-ng's voices of ten other
 languages reading the English words, and twice the synthetic words. The shipped gate (trigger-word-3)
 is a robust and an accents detector heard together (gates/trigger_ensemble.py). bench/trigger_run.py
