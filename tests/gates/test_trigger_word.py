@@ -466,3 +466,25 @@ def test_an_ensemble_refuses_members_trained_on_different_hold_outs(tmp_path):
     save_trigger(tmp_path / "c.pt", _member(2.0), threshold=0.9, holdout=held, label_span=0.5, min_gap_steps=3)
     with pytest.raises(ValueError, match="no training config"):         # the same hold-out, but no recipe
         combine([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path, tmp_path)
+
+
+def test_loso_test_clips_leave_out_a_negative_that_would_overflow_the_clip(tmp_path, monkeypatch):
+    import gates.trigger_loso as tl
+    from gates.trigger_synth import Word
+
+    root = tmp_path / "trigger_word"
+    lengths = {"activates": (["1.wav", "2.wav", "3.wav", "4_act2.wav"], 0.8),
+               "negatives": ([f"{i}.wav" for i in range(1, 7)], 4.2), "backgrounds": (["1.wav", "2.wav"], 12.0)}
+    rng = np.random.default_rng(0)
+    for kind, (files, seconds) in lengths.items():
+        (root / kind).mkdir(parents=True)
+        for n in files:                                      # noise, so that trimming keeps the whole length
+            wavfile.write(root / kind / n, RATE, (rng.normal(0, 3000, int(seconds * RATE))).astype(np.int16))
+    monkeypatch.setattr(tl, "test_voice_words", lambda n, seed, cache: [
+        Word(np.full(RATE // 2, 0.01, np.float32), RATE // 2, False, "tts-test:other") for _ in range(4)])
+    fold = tl.folds(root)[0]
+    with_words, free = tl.test_set(root, fold, 40, 2.0, 7, tmp_path)     # up to 3 x 4.2 s negatives: overflow
+    assert len(with_words) == 40 and len(free) == 12
+    assert all(any(p.positive for p in c.placements) for c in with_words)
+    assert max(len(c.placements) for c in with_words + free) >= 2
+    assert all(c.placements[-1].end <= tl.CLIP_SECONDS - tl.TAIL + 1e-6 for c in with_words + free)
