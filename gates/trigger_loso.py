@@ -30,7 +30,7 @@ import numpy as np
 
 from . import audio_augment as aug
 from . import trigger_metrics as tm
-from .trigger_synth import CLIP_SAMPLES, CLIP_SECONDS, Clip, Word, compose, fit_background, load_word, trim_silence
+from .trigger_synth import CLIP_SAMPLES, CLIP_SECONDS, Clip, Word, compose, fit_background, fits, load_word, trim_silence
 from .trigger_word import RATE, events, load_wav
 
 N_TEST_NEGATIVES = 4
@@ -90,11 +90,6 @@ def test_set(root: Path, fold: dict, n_word_clips: int, word_free_minutes: float
         w = tts_neg[int(rng.integers(len(tts_neg)))]
         return w, aug.db_to_gain(float(rng.uniform(-36, -16))) / max(aug.rms(w.audio), 1e-6)
 
-    def fits(words: list[Word]) -> bool:
-        """Whether compose can place these words in one clip (long real negatives can overflow it)."""
-        return (sum(len(w.audio) for w in words) + int(GAP * RATE) * (len(words) - 1)
-                <= CLIP_SAMPLES - int(TAIL * RATE))
-
     def clip(n_pos: int, n_neg: int, noise_only: bool = False) -> Clip:
         if noise_only:
             bg = aug.db_to_gain(float(rng.uniform(-55, -25))) * aug.coloured_noise(rng, CLIP_SAMPLES,
@@ -105,7 +100,8 @@ def test_set(root: Path, fold: dict, n_word_clips: int, word_free_minutes: float
         gains = [aug.db_to_gain(float(rng.uniform(-6, 6))) for _ in words]
         for _ in range(n_neg):
             w, g = negative()
-            if fits(words + [w]):              # a negative that would overflow the clip is left out
+            # a negative that would overflow the clip (long real negatives can) is left out
+            if fits([len(x.audio) for x in words + [w]], CLIP_SAMPLES - int(TAIL * RATE), int(GAP * RATE)):
                 words.append(w)
                 gains.append(g)
         return compose(rng, bg.astype(np.float32), words, gains, min_gap=GAP, tail_reserve=TAIL)

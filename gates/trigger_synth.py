@@ -77,10 +77,20 @@ def step_labels(placements: list[Placement], span: float, steps: int = CLIP_STEP
     return y
 
 
+def slack(lengths: list[int], total: int, min_gap: int) -> int:
+    """Samples of [0, total) left free once words of these lengths lie `min_gap` apart (< 0: they do not fit)."""
+    return total - sum(lengths) - min_gap * max(len(lengths) - 1, 0)
+
+
+def fits(lengths: list[int], total: int, min_gap: int) -> bool:
+    """Whether `place` can lay words of these lengths in [0, total), `min_gap` samples apart."""
+    return slack(lengths, total, min_gap) >= 0
+
+
 def place(rng: np.random.Generator, lengths: list[int], total: int, min_gap: int) -> list[int]:
     """Random start samples for words of these lengths, in a random order, never overlapping
     (at least `min_gap` samples apart) and all inside [0, total). Raises if they cannot fit."""
-    free = total - sum(lengths) - min_gap * max(len(lengths) - 1, 0)
+    free = slack(lengths, total, min_gap)
     if free < 0:
         raise ValueError(f"{len(lengths)} words of {sum(lengths) / RATE:.2f} s do not fit in {total / RATE:.2f} s")
     order = rng.permutation(len(lengths))

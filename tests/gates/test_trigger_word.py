@@ -17,7 +17,7 @@ from scipy.io import wavfile
 from gates import audio_augment as aug
 from gates import trigger_metrics as tm
 from gates.gate import create_gate
-from gates.trigger_synth import CLIP_SAMPLES, CLIP_STEPS, Placement, Word, compose, place, step_labels, trim_silence
+from gates.trigger_synth import CLIP_SAMPLES, CLIP_STEPS, Placement, Word, compose, fits, place, step_labels, trim_silence
 from gates.trigger_word import (DEFAULT_CHECKPOINT, HOP, N_MELS, RATE, AudioError, TriggerNet, TriggerWordGate, events,
                                 load_wav, output_steps, seconds_to_step, spectrogram, step_seconds)
 
@@ -127,6 +127,10 @@ def test_label_steps_by_hand():
 def test_place_refuses_words_that_cannot_fit():
     with pytest.raises(ValueError, match="do not fit"):
         place(np.random.default_rng(0), [9000, 9000], 17000, 0)
+    assert not fits([9000, 9000], 17000, 0)
+    assert fits([8000, 8000], 17000, 1000)                        # exactly full: words and the gap
+    assert not fits([8000, 8000], 17000, 1001)
+    assert place(np.random.default_rng(0), [8000, 8000], 17000, 1000) in ([0, 9000], [9000, 0])
 
 
 def test_event_matching_by_hand():
