@@ -122,9 +122,21 @@ def paired(d_fg: np.ndarray, d_peer: np.ndarray, pairs: PairList) -> dict:
             "both_wrong": m["both_wrong"], "mcnemar_p": m["mcnemar_p"]}
 
 
-def score(pairs: PairList, vectors: dict) -> tuple[np.ndarray, dict]:
-    d = pair_distances(pairs, vectors)
+def score(pairs: PairList, vectors: dict, norm=None) -> tuple[np.ndarray, dict]:
+    d = pair_distances(pairs, vectors, norm)
     return d, pair_report(d, pairs.same, pairs.folds)
+
+
+def sec_per_norm(norm, vectors: dict, n: int = 200) -> float:
+    """Median time of one photo's neighbourhood among the cohort (what score normalisation adds to a
+    face's embedding; a pair's arithmetic after it is negligible), 1 thread, one photo at a time."""
+    v = list(vectors.values())[:n]
+    t = []
+    for x in v:
+        t0 = time.perf_counter()
+        norm.stats(x[None])
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t))
 
 
 def main():
@@ -152,11 +164,14 @@ def main():
     curves = {}
     emb = Embedder.from_checkpoint(a.checkpoint)
     fg = embed_photos(emb, a.root, photos, threads=1, desc="facegate")
-    d_fg, rep = score(pairs, fg.vectors)
+    d_fg, rep = score(pairs, fg.vectors, emb.norm)
     out["machine"] = machine_info()
     out["facegate"] = {**rep, "encoder_version": emb.version, "arithmetic": emb.arithmetic, "no_face": fg.no_face,
                        "sec_per_detect": round(fg.sec_per_detect, 5), "sec_per_embed": round(fg.sec_per_embed, 5),
+                       "score_norm": (emb.meta["preprocessing"].get("score_norm") if emb.norm else None),
                        "at_calibrated_thresholds": thresholds_on_pairs(emb.meta, d_fg, pairs.same)}
+    if emb.norm is not None:
+        out["facegate"]["sec_per_norm"] = round(sec_per_norm(emb.norm, fg.vectors), 6)
     curves[emb.version] = roc(d_fg, pairs.same)[1:]
     if not a.no_peer:
         try:

@@ -125,9 +125,13 @@ def _meta(ckpt: dict) -> dict:
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
+TENSOR_KEYS = ("state_dict", "score_norm_cohort")     # kept as tensors, everything else plain Python
+
+
 def _write(ckpt: dict, path: str | Path) -> dict:
-    """Everything but the weights as plain Python (see `plain`), then an atomic save."""
-    ckpt = {k: v if k == "state_dict" else plain(v) for k, v in ckpt.items()}
+    """Everything but the weights (and the score normalisation's cohort) as plain Python (see
+    `plain`), then an atomic save."""
+    ckpt = {k: v if k in TENSOR_KEYS else plain(v) for k, v in ckpt.items()}
     atomic_torch_save(ckpt, path)
     return ckpt
 
@@ -198,12 +202,13 @@ def record_in_checkpoint(path: str | Path, *, threshold: float | None = None,
                          threshold_info: dict | None = None, metrics: dict | None = None,
                          flip_average: bool | None = None, precision: str | None = None,
                          identify_threshold: float | None = None,
-                         identify_threshold_info: dict | None = None, **calibrated) -> str:
+                         identify_threshold_info: dict | None = None, score_norm=None, **calibrated) -> str:
     """Store a calibrated default threshold and/or evaluation results in a checkpoint file;
     `calibrated`: more values calibrated for this encoder (CALIBRATED_KEYS: the night profile's
     thresholds, TOO_DARK's light level, the clustering cut). Changing the preprocessing
     (flip_average) or the arithmetic (precision) changes the embeddings, and so the version,
-    and drops the thresholds and metrics that no longer hold. Returns the version. The packaged
+    and drops the thresholds and metrics that no longer hold; so does `score_norm` (an
+    encoder.score_norm.ScoreNorm, or False to remove one), which changes every distance. Returns the version. The packaged
     checkpoint is never rewritten in place (release_copy makes the file to record in)."""
     unknown = set(calibrated) - set(CALIBRATED_KEYS)
     if unknown:
@@ -217,6 +222,12 @@ def record_in_checkpoint(path: str | Path, *, threshold: float | None = None,
         prep["flip_average"] = bool(flip_average)
     if precision is not None:
         prep = _with_precision(prep, precision)
+    if score_norm is False:
+        prep.pop("score_norm", None)
+        ckpt.pop("score_norm_cohort", None)
+    elif score_norm is not None:
+        prep["score_norm"] = score_norm.info()
+        ckpt["score_norm_cohort"] = torch.from_numpy(score_norm.cohort.astype("float16"))
     if prep != ckpt["preprocessing"]:
         ckpt["preprocessing"] = prep
         ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"

@@ -16,6 +16,7 @@ from .align import AlignConfig, FaceAligner, FaceAlignment
 from .checkpoint import load_checkpoint
 from .face_encoder import FaceEncoder, preprocess
 from .precision import runtime_bf16
+from .score_norm import ScoreNorm
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class EncoderCard:
     def __init__(self, meta: dict, device="cpu", precision: str | None = None):
         self.meta = meta
         self.version: str = meta.get("version", "unversioned")
+        self.norm: ScoreNorm | None = ScoreNorm.from_meta(meta)     # None: plain Euclidean distances
         self.device = torch.device(device)
         self.declared = declared_precision(meta)
         self.bf16 = runtime_bf16(self.declared, self.device, precision)
@@ -87,6 +89,7 @@ class Embedder:
         self.model = model.eval()
         self.meta = meta
         self.version: str = meta.get("version", "unversioned")
+        self.norm: ScoreNorm | None = ScoreNorm.from_meta(meta)     # None: plain Euclidean distances
         self.device = torch.device(device)
         self.aligner = aligner or FaceAligner(align_config(meta), device=device)
         # the photo and its mirror image, embedded together and averaged (a checkpoint's choice)

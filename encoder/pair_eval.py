@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .embedder import Embedder
 from .images import decode_image
 from .pair_metrics import pair_report, roc, threshold_at_far
+from .score_norm import ScoreNorm, euclidean
 
 WARMUP = 5
 
@@ -80,18 +81,25 @@ def embed_photos(embedder: Embedder, root: str | Path, paths: list[str], threads
     return PhotoEmbeddings(vectors, no_face, float(np.median(t_det[skip:])), float(np.median(t_emb[skip:])))
 
 
-def pair_distances(pairs: PairList, vectors: dict[str, np.ndarray]) -> np.ndarray:
-    """The L2 distance of each pair, from {photo: vector}."""
-    a = np.stack([vectors[p] for p in pairs.a])
-    b = np.stack([vectors[p] for p in pairs.b])
-    return np.linalg.norm(a - b, axis=1)
+def pair_distances(pairs: PairList, vectors: dict[str, np.ndarray], norm: ScoreNorm | None = None) -> np.ndarray:
+    """The distance of each pair, from {photo: vector}: normalised with the release's score
+    normalisation `norm` (encoder/score_norm.py), else Euclidean. Each photo's neighbourhood
+    among the cohort is computed once, however many pairs it is in."""
+    if norm is None:
+        return euclidean(np.stack([vectors[p] for p in pairs.a]), np.stack([vectors[p] for p in pairs.b]))
+    photos = sorted(set(pairs.a) | set(pairs.b))
+    row = {p: i for i, p in enumerate(photos)}
+    v = np.stack([vectors[p] for p in photos])
+    st = norm.stats(v)
+    ia, ib = np.array([row[p] for p in pairs.a]), np.array([row[p] for p in pairs.b])
+    return norm.normalise(euclidean(v[ia], v[ib]), st[ia], st[ib])
 
 
 def eval_pairs(embedder: Embedder, pairs_path, root, plot: str | None = None) -> dict:
     pairs = PairList.read(pairs_path)
     photos = sorted(set(pairs.a) | set(pairs.b))
     emb = embed_photos(embedder, root, photos)
-    dist = pair_distances(pairs, emb.vectors)
+    dist = pair_distances(pairs, emb.vectors, embedder.norm)
     report = pair_report(dist, pairs.same, pairs.folds)
     report.update({
         "images": len(photos), "no_face": emb.no_face,
@@ -140,7 +148,7 @@ def calibrate(embedder: Embedder, pairs_path, root, target_far: float) -> dict:
               f"the threshold admits no impostor at all", file=sys.stderr)
     photos = sorted(set(pairs.a) | set(pairs.b))
     emb = embed_photos(embedder, root, photos, desc="calibrate")
-    dist = pair_distances(pairs, emb.vectors)
+    dist = pair_distances(pairs, emb.vectors, embedder.norm)
     t, far, tar = threshold_at_far(dist, pairs.same, target_far)
     return {"threshold": round(t, 4), "far": round(far, 6), "tar": round(tar, 4), "target_far": target_far,
             "genuine_pairs": int(pairs.same.sum()), "impostor_pairs": int((~pairs.same).sum()),

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,8 @@ class StoreError(ValueError):
 class Neighbour:
     template_id: int
     subject: str
-    distance: float
+    distance: float                 # Euclidean, as the index measures it
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)   # the template's
 
 
 @dataclass(frozen=True)
@@ -184,15 +185,19 @@ class TemplateStore:
             return dict(self._db.execute(f"SELECT subject, COUNT(*) FROM templates WHERE subject IN ({marks}) "
                                          f"GROUP BY subject", subjects).fetchall())
 
-    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
-        """Distances from `vector` to each of the subject's templates of this encoder version."""
+    def subject_vectors(self, subject: str, encoder_version: str) -> np.ndarray:
+        """The subject's templates of this encoder version (n x dim; n = 0: none)."""
         with self._lock:
             rows = self._db.execute("SELECT vector FROM templates WHERE subject = ? AND encoder_version = ?",
                                     (subject, encoder_version)).fetchall()
         if not rows:
-            return np.zeros(0)
-        t = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
-        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1)
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+
+    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
+        """Euclidean distances from `vector` to each of the subject's templates of this encoder version."""
+        t = self.subject_vectors(subject, encoder_version)
+        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1) if len(t) else np.zeros(0)
 
     def vectors(self, encoder_version: str) -> tuple[list[str], np.ndarray]:
         """Every template of this encoder version, in the order they were enrolled: the subject of
@@ -215,9 +220,9 @@ class TemplateStore:
             if not found:
                 return []
             q = ",".join("?" * len(found))
-            subj = dict(self._db.execute(f"SELECT id, subject FROM templates WHERE id IN ({q})",
-                                         [i for i, _ in found]).fetchall())
-            return [Neighbour(i, subj[i], d) for i, d in found if i in subj]
+            rows = {r[0]: r[1:] for r in self._db.execute(f"SELECT id, subject, vector FROM templates WHERE id IN ({q})",
+                                                          [i for i, _ in found]).fetchall()}
+            return [Neighbour(i, rows[i][0], d, np.frombuffer(rows[i][1], np.float32)) for i, d in found if i in rows]
 
     def follow(self) -> None:
         """Catch the index up with rows another process wrote (one SELECT when none did): the

@@ -2,11 +2,13 @@
 # Make a release file of a trained encoder checkpoint: a new file, calibrated and measured; the
 # packaged encoder/weights/default.pt is not touched. In the release file:
 #   - the arithmetic (PRECISION=bfloat16) and mirror averaging (FLIP=1) it is served with;
+#   - its score-normalisation cohort (COHORT=DIR of face photos, COHORT_PART=all/a/b,
+#     COHORT_K=400; encoder/score_norm.py), when one is named;
 #   - Verify's threshold at FAR 1e-3 and Identify's at 1e-4 on lfw/pairs_calib.tsv (people in no
 #     accuracy figure), the night profile (night thresholds, TOO_DARK), the clustering cut;
 #   - its results on the DevTest pair lists (eval-pairs --record).
 # JSON and PNG of each step land in RESULTS (default: beside the release file).
-# Usage: [PRECISION=bfloat16] [FLIP=1] scripts/release_encoder.sh CHECKPOINT RELEASE.pt
+# Usage: [PRECISION=bfloat16] [FLIP=1] [COHORT=DIR [COHORT_PART=a]] scripts/release_encoder.sh CHECKPOINT RELEASE.pt
 # Shipping it is then one explicit step, with the golden distances re-pinned:
 #   cp RELEASE.pt encoder/weights/default.pt && cp RESULTS/* docs/encoder/ \
 #     && .venv/bin/python tests/encoder/test_golden.py --write
@@ -26,6 +28,10 @@ if [ -n "${PRECISION:-}" ]; then
 fi
 if [ "${FLIP:-0}" = 1 ]; then
   $PY -c "import sys; from encoder.checkpoint import record_in_checkpoint as r; print(r(sys.argv[1], flip_average=True))" "$REL"
+fi
+if [ -n "${COHORT:-}" ]; then
+  $PY -m encoder.score_norm "$REL" --photos "$COHORT" --part "${COHORT_PART:-all}" --k "${COHORT_K:-400}" \
+    | tee "$RESULTS/score_norm.json"
 fi
 common=(--root "$LFW" --release "$REL" --json)
 $FG calibrate "$LFW/pairs_calib.tsv" --target-far 1e-3 "${common[@]}" | tee "$RESULTS/calibrate_pairs_calib.json"

@@ -44,6 +44,7 @@ from encoder.embedder import Embedder
 from encoder.images import decode_image
 from encoder.pair_eval import PairList, calibrate
 from encoder.pair_metrics import threshold_at_far
+from encoder.score_norm import ScoreNorm, scorer
 from gates.daynight import DayNightGate, darken, light_level
 
 from .errors import FailedPrecondition, InvalidArgument
@@ -88,6 +89,7 @@ def darkened_pairs(embedder: Embedder, daynight: DayNightGate, pairs_path, root,
                 probe[p, j] = (embedder.embed(v).vector, light_level(v), g.label == "night")
     finally:
         torch.set_num_threads(prev)
+    score = scorer(embedder.norm)                        # Verify's distance: normalised where the release says
     keep = np.array([day[a] is not None for a in pairs.a])
     n, m = int(keep.sum()), 1 + len(strengths)
     dist, light, night = np.full((n, m), np.inf), np.zeros((n, m)), np.zeros((n, m), bool)
@@ -96,7 +98,7 @@ def darkened_pairs(embedder: Embedder, daynight: DayNightGate, pairs_path, root,
             v, lv, nt = probe[pairs.b[i], j]
             light[row, j], night[row, j] = lv, nt
             if v is not None:
-                dist[row, j] = float(np.linalg.norm(day[pairs.a[i]] - v))
+                dist[row, j] = float(score(day[pairs.a[i]][None], v[None])[0])
     return DarkPairs(pairs.same[keep], dist, light, night, tuple(strengths), int((~keep).sum()))
 
 
@@ -288,14 +290,17 @@ def _admitted(claims: int, target_far: float) -> int:
     return k
 
 
-def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int) -> tuple[np.ndarray, np.ndarray]:
+def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int,
+                     norm: ScoreNorm | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Verify's distances for the claims the enrolled templates can make, as Verify measures them
     (service/pipeline.py: the nearest of the claimed subject's templates). Impostor claims: each
     template claiming each other subject; genuine claims: each template of a subject with several
     claiming its own subject, its own template left out. A block of rows at a time: memory stays
-    ~block_elems for the distances, plus the claims themselves."""
+    ~block_elems for the distances, plus the claims themselves. With the release's score
+    normalisation `norm`, the distances are normalised as Verify's are."""
     order = np.argsort(codes, kind="stable")
     xs, cs = x[order], codes[order]
+    st = norm.stats(xs) if norm is not None else None
     n, subjects = len(xs), int(cs.max()) + 1
     starts = np.flatnonzero(np.r_[True, np.diff(cs) != 0])          # each subject's first column
     sq = np.einsum("ij,ij->i", xs, xs)
@@ -304,6 +309,8 @@ def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int) -> tupl
     for s in range(0, n, rows):
         e = min(s + rows, n)
         d = np.sqrt(np.maximum(sq[s:e, None] + sq[None, :] - 2.0 * (xs[s:e] @ xs.T), 0.0))
+        if norm is not None:
+            d = norm.normalise(d, st[s:e, None, :], st[None, :, :]).astype(np.float64)
         d[np.arange(e - s), np.arange(s, e)] = np.inf                  # a template never claims itself
         nearest = np.minimum.reduceat(d, starts, axis=1)               # rows x subjects
         own = np.zeros_like(nearest, dtype=bool)
@@ -316,7 +323,7 @@ def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int) -> tupl
 
 
 def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current: float | None = None,
-                       block_elems: int = 1 << 22) -> dict:
+                       block_elems: int = 1 << 22, norm: ScoreNorm | None = None) -> dict:
     """A day threshold at the target FAR for a site's own population, from its enrolled templates,
     with no labelled pairs: each template claiming another enrolled subject is an impostor claim
     (ID photo against ID photos), measured as Verify measures a claim: the distance to the nearest
@@ -346,7 +353,7 @@ def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current
         raise InvalidArgument(f"{claims} impostor claims ({len(names)} subjects) cannot resolve a FAR of "
                               f"{target_far:g}: it needs at least {int(np.ceil(1 / target_far))}; choose "
                               f"--target-far >= {1 / claims:.3g} or enroll more subjects")
-    impostor, genuine = _claim_distances(x, codes, block_elems)
+    impostor, genuine = _claim_distances(x, codes, block_elems, norm)
     k = _admitted(claims, target_far)
     low = np.sort(np.partition(impostor, k)[:k + 1]).astype(np.float64)    # k < claims: low[k] is refused
     below = low[:k][low[:k] < low[k] - TIE]         # a tie with the refused claim is refused with it

@@ -181,6 +181,7 @@ def cmd_calibrate_enrolled(a) -> int:
     folder's enrolled templates, for the encoder in use; never looser than the site's threshold in
     force (service/calibration.py: calibrate_enrolled)."""
     from encoder.checkpoint import CheckpointError, read_meta
+    from encoder.score_norm import ScoreNorm
     from index.template_store import StoreError, TemplateStore
 
     from .calibration import calibrate_enrolled, threshold_in_force, write_enrolled
@@ -223,7 +224,7 @@ def cmd_calibrate_enrolled(a) -> int:
         thresholds = shared.thresholds if shared else ThresholdStore(data)
         previous, source = threshold_in_force(thresholds, a.site, a.kind, version, meta,
                                               default_site=Settings().default_site)
-        res = calibrate_enrolled(vectors, subjects, a.target_far, previous)
+        res = calibrate_enrolled(vectors, subjects, a.target_far, previous, norm=ScoreNorm.from_meta(meta))
         res = {"site": a.site, "kind": a.kind, "profile": "day", **res, "previous_source": source,
                "encoder_version": version}
         res["written_to"] = str(write_enrolled(res, data, store=thresholds))
@@ -239,6 +240,7 @@ def cmd_calibrate_enrolled(a) -> int:
 def cmd_compare(a) -> int:
     """The shipped model at work: embeds each photo and prints the distance of every pair."""
     from encoder.images import ImageError, decode_image
+    from encoder.score_norm import scorer
 
     if len(a.photos) < 2:
         raise CliError("INVALID_ARGUMENT", "compare needs two or more photos")
@@ -270,7 +272,8 @@ def cmd_compare(a) -> int:
     pairs = []
     for i, p in enumerate(paths):
         for q in paths[i + 1:]:
-            d = float(((vecs[p] - vecs[q]) ** 2).sum() ** 0.5)
+            # Verify's distance: normalised against the release's cohort where it has one
+            d = float(scorer(emb.norm)(vecs[p][None], vecs[q][None])[0])
             pairs.append({"a": p, "b": q, "distance": round(d, 4), "same": bool(threshold is not None and d <= threshold)})
     out = {"encoder_version": emb.version, "threshold": threshold, "faces": len(vecs),
            "rejected": [{"path": p, "reason": reasons[p]} for p in a.photos if p not in vecs],

@@ -372,13 +372,16 @@ class PgTemplateStore:
         return dict(self._rows("SELECT subject, COUNT(*) FROM facegate_templates WHERE index_version = %s "
                                "AND subject = ANY(%s) GROUP BY subject", (self.index_version, subjects)))
 
-    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
+    def subject_vectors(self, subject: str, encoder_version: str) -> np.ndarray:
         rows = self._rows("SELECT vector FROM facegate_templates WHERE index_version = %s AND subject = %s "
                           "AND encoder_version = %s", (self.index_version, subject, encoder_version))
         if not rows:
-            return np.zeros(0)
-        t = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
-        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1)
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+
+    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
+        t = self.subject_vectors(subject, encoder_version)
+        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1) if len(t) else np.zeros(0)
 
     def vectors(self, encoder_version: str) -> tuple[list[str], np.ndarray]:
         rows = self._rows("SELECT subject, vector FROM facegate_templates WHERE index_version = %s AND "
@@ -395,9 +398,9 @@ class PgTemplateStore:
         found = [(int(i), float(d)) for i, d in zip(ids[0], dist[0]) if i >= 0]
         if not found:
             return []
-        subj = dict(self._rows("SELECT id, subject FROM facegate_templates WHERE id = ANY(%s)",
-                               ([i for i, _ in found],)))
-        return [Neighbour(i, subj[i], d) for i, d in found if i in subj]
+        rows = {r[0]: r[1:] for r in self._rows("SELECT id, subject, vector FROM facegate_templates WHERE id = ANY(%s)",
+                                                ([i for i, _ in found],))}
+        return [Neighbour(i, rows[i][0], d, np.frombuffer(rows[i][1], np.float32)) for i, d in found if i in rows]
 
     def encoder_versions(self) -> set[str]:
         return {r[0] for r in self._rows("SELECT DISTINCT encoder_version FROM facegate_templates "

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from facegate.reasons import Reason
 from encoder.images import Decoded, ImageError, decode_reduced
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
-from index.template_store import TemplateStore
+from index.template_store import Neighbour, TemplateStore
 
 from .audit import AuditLog, open_audit_log
 from .erasure import RemovedFrom, erase_subject
@@ -319,6 +319,22 @@ class Pipeline:
         except ThresholdError as e:
             raise FailedPrecondition(str(e)) from None
 
+    def _distances(self, v: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """The probe's distance to each template, as every threshold is calibrated: normalised
+        against the release's cohort (encoder/score_norm.py), else Euclidean."""
+        norm = self.embedder.norm
+        if norm is None:
+            return np.linalg.norm(templates - np.asarray(v, np.float32).reshape(1, -1), axis=1)
+        return norm.distances(v, templates)
+
+    def _nearest(self, v: np.ndarray, k: int) -> list[Neighbour]:
+        """The index's k nearest templates, their distances as `_distances` measures them, nearest first."""
+        nb = self.store.search(v, k, self.version)
+        if self.embedder.norm is None or not nb:
+            return nb
+        d = self._distances(v, np.stack([n.vector for n in nb]))
+        return sorted((replace(n, distance=float(x)) for n, x in zip(nb, d)), key=lambda n: n.distance)
+
     def threshold(self, site: str, profile: str, kind: str) -> float:
         """The site's calibrated threshold (data folder), else the default site's, else the encoder
         checkpoint's own."""
@@ -378,12 +394,12 @@ class Pipeline:
             decision, reason, detail = REJECT, a.reason, a.detail
         else:
             t1 = time.perf_counter()
-            d = self.store.subject_distances(subject, v, self.version)
-            if d.size == 0 and not self.store.has_subject(subject):    # deleted a moment ago (another replica)
+            t = self.store.subject_vectors(subject, self.version)
+            if len(t) == 0 and not self.store.has_subject(subject):    # deleted a moment ago (another replica)
                 raise NotFound(f"subject {subject!r} is not enrolled")
-            if d.size == 0:
+            if len(t) == 0:
                 raise FailedPrecondition(f"subject {subject!r} has no template of encoder {self.version}: re-enroll")
-            distance = float(d.min())
+            distance = float(self._distances(v, t).min())
             stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
             ok = distance <= threshold
             if a.ok:
@@ -421,7 +437,7 @@ class Pipeline:
                                (time.perf_counter() - t0) * 1000, detail, stages)
         else:
             t1 = time.perf_counter()
-            nb = self.store.search(v, k, self.version)
+            nb = self._nearest(v, k)
             counts = self.store.template_counts([n.subject for n in nb])
             vote = knn_vote([(n.subject, n.distance) for n in nb], threshold, counts, self.settings.identify_min_votes)
             stages.append(Stage("match", vote.outcome, time.perf_counter() - t1, nb[0].distance if nb else 0.0))
@@ -455,7 +471,7 @@ class Pipeline:
         same_person = self.threshold(self.settings.default_site, "day", "verify")
         dups: dict[str, float] = {}          # another subject -> its nearest template's distance
         with self._enrolling:                # photos enrolled side by side each see the ones before
-            for n in self.store.search(v, 5, self.version):
+            for n in self._nearest(v, 5):
                 if n.subject != subject and n.distance <= same_person:
                     dups.setdefault(n.subject, n.distance)
             added = self.store.add(subject, v, digest, self.version)

@@ -126,6 +126,7 @@ class FakeEmbedder:
 
     embedding_dim = DIM
     arithmetic = "float32-fake"
+    norm = None                     # no score normalisation: distances are the exact Euclidean ones above
 
     def __init__(self, version: str = VERSION, **meta):
         self.version = version

@@ -59,17 +59,24 @@ def population(seed: int, n_subjects: int = 60, spread: float = 0.35) -> tuple[n
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), subjects
 
 
-def brute_force(x: np.ndarray, subjects: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(x: np.ndarray, subjects: list[str], norm=None) -> tuple[np.ndarray, np.ndarray]:
     """Every claim, one loop at a time: each template claiming each subject, at the distance to
-    that subject's nearest template (its own left out) -> (impostor claims, genuine claims)."""
+    that subject's nearest template (its own left out) -> (impostor claims, genuine claims).
+    `norm`: distances normalised as Verify's are (ScoreNorm.distances, one pair at a time)."""
     x = x.astype(np.float64)
     subjects = np.array(subjects)
     impostor, genuine = [], []
+
+    def dist(i, j):
+        if norm is None:
+            return float(np.linalg.norm(x[i] - x[j]))
+        return float(norm.distances(x[i], x[j][None])[0])
+
     for i in range(len(x)):
         for s in sorted(set(subjects)):
             others = [j for j in range(len(x)) if subjects[j] == s and j != i]
             if others:
-                d = min(float(np.linalg.norm(x[i] - x[j])) for j in others)
+                d = min(dist(i, j) for j in others)
                 (genuine if s == subjects[i] else impostor).append(d)
     return np.array(impostor), np.array(genuine)
 
@@ -109,6 +116,23 @@ def test_the_far_holds_on_the_enrolled_impostor_claims(target_far):
     assert r["threshold"] == math.floor(t * 1e4) / 1e4                # rounded down: never above the FAR
     closest_refused = impostor[impostor > t].min()
     assert (impostor <= closest_refused).mean() > target_far            # t: the largest such threshold
+
+
+def test_with_score_normalisation_the_claims_are_measured_as_verify_measures_them():
+    """A release with a cohort: the enrolled claims' distances are the normalised ones Verify uses."""
+    from encoder.score_norm import ScoreNorm
+
+    x, subjects = population(seed=3, n_subjects=25)
+    everyone, _ = population(seed=3, n_subjects=150)     # the same 25 first, then 125 others of their kind
+    cohort = everyone[len(x):]
+    norm = ScoreNorm.build(cohort / np.linalg.norm(cohort, axis=1, keepdims=True), 20, "synthetic")
+    impostor, genuine = brute_force(x, subjects, norm)
+    r = calibrate_enrolled(x, subjects, 0.05, block_elems=500, norm=norm)
+    assert r["far_on_enrolled"] == pytest.approx((impostor <= r["threshold"]).mean(), abs=1e-12)
+    assert r["far_on_enrolled"] <= 0.05 and r["impostor_claims"] == impostor.size
+    assert r["tar_on_enrolled"] == round(float((genuine <= r["threshold"]).mean()), 4)
+    plain = calibrate_enrolled(x, subjects, 0.05)
+    assert plain["threshold"] != r["threshold"]
 
 
 def test_the_block_size_does_not_change_the_answer():
