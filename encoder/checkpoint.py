@@ -122,7 +122,12 @@ def read_meta(path: str | Path | None = None) -> dict:
 
 
 def _meta(ckpt: dict) -> dict:
-    return {k: v for k, v in ckpt.items() if k != "state_dict"}
+    """Everything but the weights; a score-normalisation cohort as its float16 bytes (plain,
+    comparable; encoder.score_norm.ScoreNorm.from_meta reads it)."""
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    if isinstance(meta.get("score_norm_cohort"), torch.Tensor):
+        meta["score_norm_cohort"] = meta["score_norm_cohort"].to(torch.float16).contiguous().numpy().tobytes()
+    return meta
 
 
 TENSOR_KEYS = ("state_dict", "score_norm_cohort")     # kept as tensors, everything else plain Python
@@ -227,7 +232,7 @@ def record_in_checkpoint(path: str | Path, *, threshold: float | None = None,
         ckpt.pop("score_norm_cohort", None)
     elif score_norm is not None:
         prep["score_norm"] = score_norm.info()
-        ckpt["score_norm_cohort"] = torch.from_numpy(score_norm.cohort.astype("float16"))
+        ckpt["score_norm_cohort"] = torch.from_numpy(score_norm.cohort.astype("float16")).contiguous()
     if prep != ckpt["preprocessing"]:
         ckpt["preprocessing"] = prep
         ckpt["version"] = f"{ckpt.get('name', 'facegate')}-{weights_digest(ckpt['state_dict'], ckpt['preprocessing'])}"

@@ -114,10 +114,10 @@ class ScoreNorm:
         info = (meta.get("preprocessing") or {}).get("score_norm")
         if not info:
             return None
-        cohort = meta.get("score_norm_cohort")
-        if cohort is None:
+        raw = meta.get("score_norm_cohort")           # float16 bytes (encoder.checkpoint._meta)
+        if not isinstance(raw, bytes) or len(raw) % (2 * int(info["cohort_size"])):
             raise ValueError("the release names a score-normalisation cohort but does not hold it")
-        cohort = np.asarray(cohort.float().numpy() if hasattr(cohort, "float") else cohort, np.float32)
+        cohort = np.frombuffer(raw, np.float16).reshape(int(info["cohort_size"]), -1).astype(np.float32)
         norm = cls(cohort, int(info["k"]), float(info["ref_mean"]), float(info["ref_sd"]), info.get("cohort", ""))
         if norm.digest != info.get("cohort_sha256"):
             raise ValueError(f"the release's cohort does not match its digest ({norm.digest} != "
