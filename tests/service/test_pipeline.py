@@ -154,3 +154,22 @@ def test_a_large_photo_is_decoded_reduced_searched_as_a_frame_and_judged_as_the_
     assert [(s.name, s.outcome, s.score) for s in r.stages][:1] == [("decode", "REDUCED", 4.0)]
     assert (r.decision, r.reason) == ("ACCEPT", Reason.MATCH)
     assert abs(r.distance - near.distance) < 0.02, (r.distance, near.distance)
+
+
+def test_verify_and_identify_measure_the_releases_normalised_distance(pipeline, embedder, faces):
+    """The shipped release scores with its cohort (encoder/score_norm.py): Verify's distance is the
+    normalised distance to the nearest template, and Identify's neighbours come nearest first by it."""
+    assert embedder.norm is not None, "the shipped encoder release carries a score-normalisation cohort"
+    for name, subject in (("gul1", "gul"), ("reese", "reese")):
+        assert pipeline.enroll(subject, faces[name]).status == "ACCEPTED"
+    probe = embedder.embed(decode_image(faces["gul2"])).vector      # the door decodes a site's photo reduced:
+    r = pipeline.verify("gul", faces["gul2"])                          # the same face to ~1e-3
+    templates = pipeline.store.subject_vectors("gul", embedder.version)
+    normalised = float(embedder.norm.distances(probe, templates).min())
+    euclidean = float(np.linalg.norm(templates - probe, axis=1).min())
+    assert abs(normalised - euclidean) > 0.02                          # the two differ for this pair...
+    assert r.distance == pytest.approx(normalised, abs=0.005)         # ...and Verify measures the first
+    ident = pipeline.identify(faces["gul2"])
+    dist = [d for _, d in ident.neighbours]
+    assert [s for s, _ in ident.neighbours][0] == "gul" and dist == sorted(dist)
+    assert dist[0] == pytest.approx(r.distance, abs=1e-4)
