@@ -59,8 +59,8 @@ def main():
     thresholds = {"verify": emb.meta.get("threshold"), "identify": emb.meta.get("identify_threshold")}
     targets = {"verify": (emb.meta.get("threshold_info") or {}).get("target_far"),
                "identify": (emb.meta.get("identify_threshold_info") or {}).get("target_far")}
-    norm_info = emb.meta["preprocessing"].get("score_norm") if emb.norm is not None else None
-    cohort_part = (norm_info or {}).get("cohort", "").partition(":")[2] if emb.norm is not None else ""
+    norm_info = emb.meta["preprocessing"].get("score_norm")       # None: plain Euclidean distances
+    cohort_part = norm_info["cohort"].partition(":")[2] if norm_info else ""
     if norm_info and not (norm_info["cohort"].startswith(Path(a.utkface).name + ":") and cohort_part in ("a", "b")):
         sys.exit(f"the release's cohort is {norm_info['cohort']!r}: measure on photos outside it, not {a.utkface}")
     photos = [(f, g) for f, g in labelled_photos(Path(a.utkface)) if not cohort_part or photo_part(f.name) != cohort_part]

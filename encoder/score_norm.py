@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -140,9 +141,7 @@ def photo_part(name: str) -> str:
     return "ab"[hashlib.sha1(name.encode()).digest()[0] % 2]
 
 
-def cohort_photos(folder, part: str = "all") -> list:
-    from pathlib import Path
-
+def cohort_photos(folder, part: str = "all") -> list[Path]:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     return [f for f in sorted(Path(folder).glob("*.jpg")) if part == "all" or photo_part(f.name) == part]
@@ -184,8 +183,6 @@ def main(argv=None) -> int:
             no_face += 1
             continue
         vectors.append(emb.embed_crops(al.crop[None])[0])
-    from pathlib import Path
-
     name = a.name or f"{Path(a.photos).name}:{a.part}"
     norm = ScoreNorm.build(np.stack(vectors), a.k, name)
     version = record_in_checkpoint(a.release, score_norm=norm)

@@ -194,11 +194,6 @@ class TemplateStore:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([np.frombuffer(r[0], np.float32) for r in rows])
 
-    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
-        """Euclidean distances from `vector` to each of the subject's templates of this encoder version."""
-        t = self.subject_vectors(subject, encoder_version)
-        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1) if len(t) else np.zeros(0)
-
     def vectors(self, encoder_version: str) -> tuple[list[str], np.ndarray]:
         """Every template of this encoder version, in the order they were enrolled: the subject of
         each (one per row) and the vectors (n x dim), read from the rows in one statement."""

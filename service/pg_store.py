@@ -379,10 +379,6 @@ class PgTemplateStore:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([np.frombuffer(r[0], np.float32) for r in rows])
 
-    def subject_distances(self, subject: str, vector: np.ndarray, encoder_version: str) -> np.ndarray:
-        t = self.subject_vectors(subject, encoder_version)
-        return np.linalg.norm(t - np.asarray(vector, np.float32).reshape(1, -1), axis=1) if len(t) else np.zeros(0)
-
     def vectors(self, encoder_version: str) -> tuple[list[str], np.ndarray]:
         rows = self._rows("SELECT subject, vector FROM facegate_templates WHERE index_version = %s AND "
                           "encoder_version = %s ORDER BY id", (self.index_version, encoder_version))

@@ -21,6 +21,7 @@ import numpy as np
 from encoder.embedder import Embedder, EncoderCard
 from facegate.reasons import Reason
 from encoder.images import Decoded, ImageError, decode_reduced
+from encoder.score_norm import euclidean
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import Neighbour, TemplateStore
@@ -323,9 +324,7 @@ class Pipeline:
         """The probe's distance to each template, as every threshold is calibrated: normalised
         against the release's cohort (encoder/score_norm.py), else Euclidean."""
         norm = self.embedder.norm
-        if norm is None:
-            return np.linalg.norm(templates - np.asarray(v, np.float32).reshape(1, -1), axis=1)
-        return norm.distances(v, templates)
+        return norm.distances(v, templates) if norm is not None else euclidean(templates, np.reshape(v, (1, -1)))
 
     def _nearest(self, v: np.ndarray, k: int) -> list[Neighbour]:
         """The index's k nearest templates, their distances as `_distances` measures them, nearest first."""
