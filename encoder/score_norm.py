@@ -131,6 +131,20 @@ def scorer(norm: ScoreNorm | None):
     return norm.pair_distances if norm is not None else euclidean
 
 
+def claim_distance(template_distances: np.ndarray) -> float:
+    """A claim's distance to a subject of several templates (ID photos): the mean of the probe's
+    distances to each. Thresholds are calibrated on pairs of single photos; judged by the nearest
+    template instead, an impostor would get one try per template, and a subject enrolled with five
+    ID photos would admit ~4x the calibrated FAR (bench/claim_rule.py measures it on LFW). The mean
+    keeps a claim's FAR at or under the pairs' whatever the number of templates, at the same TAR
+    for a given FAR. Verify (service/pipeline.py) and calibrate-enrolled (service/calibration.py)
+    both judge a claim by it."""
+    d = np.asarray(template_distances, np.float64)
+    if d.size == 0:
+        raise ValueError("a claim needs at least one template")
+    return float(d.mean())
+
+
 # ---------------------------------------------------------------------- building a release's cohort
 PARTS = ("all", "a", "b")
 

@@ -293,11 +293,11 @@ def _admitted(claims: int, target_far: float) -> int:
 def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int,
                      norm: ScoreNorm | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Verify's distances for the claims the enrolled templates can make, as Verify measures them
-    (service/pipeline.py: the nearest of the claimed subject's templates). Impostor claims: each
-    template claiming each other subject; genuine claims: each template of a subject with several
-    claiming its own subject, its own template left out. A block of rows at a time: memory stays
-    ~block_elems for the distances, plus the claims themselves. With the release's score
-    normalisation `norm`, the distances are normalised as Verify's are."""
+    (encoder.score_norm.claim_distance: the mean distance to the claimed subject's templates).
+    Impostor claims: each template claiming each other subject; genuine claims: each template of a
+    subject with several claiming its own subject, its own template left out. A block of rows at a
+    time: memory stays ~block_elems for the distances, plus the claims themselves. With the
+    release's score normalisation `norm`, the distances are normalised as Verify's are."""
     order = np.argsort(codes, kind="stable")
     xs, cs = x[order], codes[order]
     st = norm.stats(xs) if norm is not None else None
@@ -311,12 +311,15 @@ def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int,
         d = np.sqrt(np.maximum(sq[s:e, None] + sq[None, :] - 2.0 * (xs[s:e] @ xs.T), 0.0))
         if norm is not None:
             d = norm.normalise(d, st[s:e, None, :], st[None, :, :]).astype(np.float64)
-        d[np.arange(e - s), np.arange(s, e)] = np.inf                  # a template never claims itself
-        nearest = np.minimum.reduceat(d, starts, axis=1)               # rows x subjects
-        own = np.zeros_like(nearest, dtype=bool)
+        counted = np.ones_like(d)
+        d[np.arange(e - s), np.arange(s, e)] = 0.0                     # a template never claims itself
+        counted[np.arange(e - s), np.arange(s, e)] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):          # 0/0: a subject's only template, itself
+            claim = np.add.reduceat(d, starts, axis=1) / np.add.reduceat(counted, starts, axis=1)
+        own = np.zeros_like(claim, dtype=bool)
         own[np.arange(e - s), cs[s:e]] = True
-        impostor.append(nearest[~own])
-        g = nearest[own]
+        impostor.append(claim[~own])
+        g = claim[own]
         genuine.append(g[np.isfinite(g)])
     assert sum(len(i) for i in impostor) == n * (subjects - 1)
     return np.concatenate(impostor), np.concatenate(genuine)
@@ -326,10 +329,9 @@ def calibrate_enrolled(vectors: np.ndarray, subjects, target_far: float, current
                        block_elems: int = 1 << 22, norm: ScoreNorm | None = None) -> dict:
     """A day threshold at the target FAR for a site's own population, from its enrolled templates,
     with no labelled pairs: each template claiming another enrolled subject is an impostor claim
-    (ID photo against ID photos), measured as Verify measures a claim: the distance to the nearest
-    of that subject's templates (with several templates a subject, an impostor's nearest one is
-    closer than a single pair would be, and the FAR is the claims'). Each template of a subject
-    with several, claiming its own subject (itself left out), is a genuine claim.
+    (ID photo against ID photos), measured as Verify measures a claim: the mean of its distances
+    to that subject's templates (encoder.score_norm.claim_distance); the FAR is the claims'. Each
+    template of a subject with several, claiming its own subject (itself left out), is a genuine claim.
 
     The threshold follows encoder.pair_metrics.threshold_at_far on the impostor claims (midway
     between the last impostor distance admitted and the next one), rounded down to 4 decimals.

@@ -21,7 +21,7 @@ import numpy as np
 from encoder.embedder import Embedder, EncoderCard
 from facegate.reasons import Reason
 from encoder.images import Decoded, ImageError, decode_reduced
-from encoder.score_norm import euclidean
+from encoder.score_norm import claim_distance, euclidean
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import Neighbour, TemplateStore
@@ -398,7 +398,7 @@ class Pipeline:
                 raise NotFound(f"subject {subject!r} is not enrolled")
             if len(t) == 0:
                 raise FailedPrecondition(f"subject {subject!r} has no template of encoder {self.version}: re-enroll")
-            distance = float(self._distances(v, t).min())
+            distance = claim_distance(self._distances(v, t))
             stages.append(Stage("match", "OK", time.perf_counter() - t1, distance))
             ok = distance <= threshold
             if a.ok:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoder.score_norm import ScoreNorm, cohort_photos, euclidean, photo_part
+from encoder.score_norm import ScoreNorm, claim_distance, cohort_photos, euclidean, photo_part
 
 
 def unit(x):
@@ -103,3 +103,11 @@ def test_a_release_carries_its_cohort_and_its_own_version(tmp_path):
     with pytest.raises(ValueError, match="digest"):
         ScoreNorm.from_meta(meta)
     assert record_in_checkpoint(rel, score_norm=False) == plain["version"]
+
+
+def test_a_claim_against_several_templates_is_their_mean_distance():
+    """One try per claim, not one per template (bench/claim_rule.py measures the FAR it keeps)."""
+    assert claim_distance(np.array([0.3])) == pytest.approx(0.3)
+    assert claim_distance(np.array([0.1, 0.5, 0.6])) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="at least one template"):
+        claim_distance(np.array([]))

@@ -72,10 +72,14 @@ def test_another_persons_face_is_no_match(pipeline):
     assert r.distance == pytest.approx(SQRT2) and r.distance > r.threshold
 
 
-def test_the_nearest_of_the_subjects_templates_decides(pipeline):
-    pipeline.enroll("bob", CYAN)
+def test_a_claim_is_judged_by_its_mean_distance_to_the_subjects_templates(pipeline):
+    """Not by the nearest template: that would give an impostor one try per ID photo (encoder.score_norm.claim_distance)."""
+    pipeline.enroll("bob", CYAN)                          # bob: blue and cyan
     r = pipeline.verify("bob", photo(face("cyan"), size=(300, 300)))
-    assert (r.reason, r.distance) == (Reason.MATCH, 0.0)
+    assert (r.reason, r.stages[-1].name) == (Reason.MATCH, "match")
+    assert r.distance == pytest.approx((distance("blue", "cyan") + 0.0) / 2) == 0.25
+    r = pipeline.verify("bob", RED)                       # ann with bob's card: sqrt(2) from both
+    assert (r.reason, r.distance) == (Reason.NO_MATCH, pytest.approx(SQRT2))
 
 
 def test_a_photo_without_a_face_is_no_face_and_nothing_is_encoded(pipeline):
