@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.cluster_run import adjusted_rand_index  # noqa: E402
 from encoder.embedder import Embedder  # noqa: E402
 from encoder.images import decode_image  # noqa: E402
+from encoder.score_norm import scorer  # noqa: E402
 from index.kmeans import choose_k, choose_k_by_distance, kmeans  # noqa: E402
 
 # cuts as multiples of the encoder's own Verify threshold (FAR 1e-3): distances are each
@@ -95,7 +96,7 @@ def main():
             c = choose_k_by_distance(x, cut, method)
             scores[m].append(adjusted_rand_index(truth, c.labels))
             ks[m].append(c.k)
-        c = choose_k(x, same_distance=emb.meta.get("threshold"))
+        c = choose_k(x, same_distance=emb.meta.get("threshold"), measure=scorer(emb.norm))
         scores["silhouette-kmeans"].append(adjusted_rand_index(truth, c.labels))
         ks["silhouette-kmeans"].append(c.k)
     table = {m: {"ari": round(float(np.mean(s)), 4), "ari_std": round(float(np.std(s)), 4),

@@ -34,6 +34,13 @@ def _pairwise(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(2.0 - 2.0 * g, 0.0, 4.0))
 
 
+def _farthest_pair(x: np.ndarray, measure=None) -> float:
+    if measure is None:
+        return float(_pairwise(x).max())
+    i, j = np.triu_indices(len(x), 1)
+    return float(np.max(measure(x[i], x[j])))
+
+
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     d = _pairwise(x)
     ks = np.unique(labels)
@@ -72,12 +79,16 @@ def kmeans(x: np.ndarray, k: int, seed: int = SEED, niter: int = 50, nredo: int 
     return Clustering(len(order), labels, cents.astype(np.float32), sil)
 
 
-def choose_k(x: np.ndarray, k_max: int = 50, same_distance: float | None = None, seed: int = SEED) -> Clustering:
+def choose_k(x: np.ndarray, k_max: int = 50, same_distance: float | None = None, seed: int = SEED,
+             measure=None) -> Clustering:
+    """k by the best silhouette, or 1 where every pair lies within `same_distance` (a Verify
+    threshold: one person). `measure`: (a, b) -> row-wise distances in the threshold's own unit
+    (encoder.score_norm.scorer: normalised for a release with a cohort); default Euclidean."""
     x = np.ascontiguousarray(x, np.float32)
     n = len(x)
     if n == 0:
         raise ValueError("no photos to cluster")
-    if n == 1 or (same_distance is not None and _pairwise(x).max() <= same_distance):
+    if n == 1 or (same_distance is not None and _farthest_pair(x, measure) <= same_distance):
         return kmeans(x, 1, seed)
     best = None
     for k in range(2, min(k_max, n - 1) + 1):

@@ -21,7 +21,7 @@ import numpy as np
 from encoder.embedder import Embedder, EncoderCard
 from facegate.reasons import Reason
 from encoder.images import Decoded, ImageError, decode_reduced
-from encoder.score_norm import claim_distance, euclidean
+from encoder.score_norm import claim_distance, euclidean, scorer
 from index.kmeans import choose_k, choose_k_by_distance, kmeans
 from index.knn_vote import knn_vote
 from index.template_store import Neighbour, TemplateStore
@@ -523,7 +523,8 @@ class Pipeline:
         elif cut:      # calibrated for this encoder on people apart from any test (bench/cluster_tune.py)
             c = choose_k_by_distance(x, cut["cut"], cut["method"])
         else:
-            c = choose_k(x, same_distance=self.threshold(self.settings.default_site, "day", "verify"))
+            c = choose_k(x, same_distance=self.threshold(self.settings.default_site, "day", "verify"),
+                         measure=scorer(self.embedder.norm))     # the threshold's unit, normalised or not
         labels = iter(c.labels.tolist())
         assignments = [(next(labels), None) if r is None else (-1, r) for r in rows]
         return ClusterResult(c.k, assignments, c.centroids, c.silhouette)

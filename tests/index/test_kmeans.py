@@ -40,6 +40,16 @@ def test_one_person_is_one_cluster_with_a_same_distance():
     assert choose_k(x, same_distance=0.6).k == 1
 
 
+def test_the_same_distance_is_judged_in_its_own_unit():
+    """A threshold in normalised units (a release with a cohort) is compared with pairs measured
+    the same way, not with Euclidean distances."""
+    x, _ = blobs(k=1, per=8, spread=0.05)
+    farthest = max(np.linalg.norm(a - b) for a in x for b in x)
+    t = farthest * 1.5
+    assert choose_k(x, same_distance=t).k == 1
+    assert choose_k(x, same_distance=t, measure=lambda a, b: 2 * np.linalg.norm(a - b, axis=1)).k > 1
+
+
 def test_silhouette_by_hand():
     # 1-D on the unit circle: two tight pairs far apart
     a = np.deg2rad([0, 2, 90, 92])
