@@ -136,8 +136,8 @@ def claim_distance(template_distances: np.ndarray) -> float:
     distances to each. Thresholds are calibrated on pairs of single photos; judged by the nearest
     template instead, an impostor would get one try per template, and a subject enrolled with five
     ID photos would admit ~4x the calibrated FAR (bench/claim_rule.py measures it on LFW). The mean
-    keeps a claim's FAR at or under the pairs' whatever the number of templates, at the same TAR
-    for a given FAR. Verify (service/pipeline.py) and calibrate-enrolled (service/calibration.py)
+    keeps a claim's FAR near or under the pairs' whatever the number of templates, with a TAR as
+    high or higher for a given FAR (on LFW). Verify (service/pipeline.py) and calibrate-enrolled (service/calibration.py)
     both judge a claim by it."""
     d = np.asarray(template_distances, np.float64)
     if d.size == 0:
