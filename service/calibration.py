@@ -303,6 +303,7 @@ def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int,
     st = norm.stats(xs) if norm is not None else None
     n, subjects = len(xs), int(cs.max()) + 1
     starts = np.flatnonzero(np.r_[True, np.diff(cs) != 0])          # each subject's first column
+    sizes = np.diff(np.r_[starts, n])                                # each subject's templates
     sq = np.einsum("ij,ij->i", xs, xs)
     rows = max(1, block_elems // max(n, 1))
     impostor, genuine = [], []
@@ -311,13 +312,12 @@ def _claim_distances(x: np.ndarray, codes: np.ndarray, block_elems: int,
         d = np.sqrt(np.maximum(sq[s:e, None] + sq[None, :] - 2.0 * (xs[s:e] @ xs.T), 0.0))
         if norm is not None:
             d = norm.normalise(d, st[s:e, None, :], st[None, :, :]).astype(np.float64)
-        counted = np.ones_like(d)
         d[np.arange(e - s), np.arange(s, e)] = 0.0                     # a template never claims itself
-        counted[np.arange(e - s), np.arange(s, e)] = 0.0
-        with np.errstate(invalid="ignore", divide="ignore"):          # 0/0: a subject's only template, itself
-            claim = np.add.reduceat(d, starts, axis=1) / np.add.reduceat(counted, starts, axis=1)
-        own = np.zeros_like(claim, dtype=bool)
+        own = np.zeros((e - s, subjects), dtype=bool)
         own[np.arange(e - s), cs[s:e]] = True
+        count = np.where(own, sizes - 1, sizes)                         # its own subject: itself left out
+        with np.errstate(invalid="ignore", divide="ignore"):          # 0/0: a subject's only template, itself
+            claim = np.add.reduceat(d, starts, axis=1) / count
         impostor.append(claim[~own])
         g = claim[own]
         genuine.append(g[np.isfinite(g)])
