@@ -1,7 +1,6 @@
 """The face encoder: backbone -> 128-d linear head -> L2 normalisation."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
