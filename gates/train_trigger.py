@@ -102,6 +102,8 @@ class TriggerConfig:
     batch: int = 32
     lr: float = 2e-3
     warmup: int = 100
+    cycles: int = 1                      # cosine cycles, each with its warm-up (warm restarts): the first of
+                                         # N is exactly the schedule of a steps/N-step run
     weight_decay: float = 1e-4
     label_span: float = 0.5              # seconds of ones after a positive word's end
     freq_mask: int = 8                   # SpecAugment-style: one band of up to this many mels zeroed
@@ -310,10 +312,13 @@ class BatchStream(torch.utils.data.IterableDataset):
 
 
 def lr_at(step: int, cfg: TriggerConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1))
+    """Linear warm-up, then cosine decay to 5 % of the peak; with `cycles` > 1 the steps are cut into that
+    many equal cycles and each starts again from its warm-up (a warm restart, as in SGDR)."""
+    length = -(-cfg.steps // max(cfg.cycles, 1))
+    k = step % length if cfg.cycles > 1 else step
+    if k < cfg.warmup:
+        return cfg.lr * (k + 1) / cfg.warmup
+    t = min(1.0, (k - cfg.warmup) / max(length - cfg.warmup, 1))
     floor = 0.05 * cfg.lr
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * t))
 
@@ -482,6 +487,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--cycles", type=int, help="cosine cycles with warm restarts (default 1)")
     ap.add_argument("--workers", type=int, help="processes making batches (0: in the training process)")
     ap.add_argument("--tts-words", type=int, choices=(0, 1), default=1,
                     help="0: no synthetic voices (real recordings only; no espeak-ng or cache needed)")
@@ -499,7 +505,7 @@ def main(argv=None):
     from .tts import DEFAULT_CACHE
 
     over = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "seed": a.seed, "threads": a.threads,
-                                "workers": a.workers}.items()
+                                "workers": a.workers, "cycles": a.cycles}.items()
             if v is not None}
     if a.recipe in RECIPES:
         over = {**RECIPES[a.recipe], **over}

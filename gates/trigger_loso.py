@@ -175,7 +175,7 @@ def training_seconds(run_dir: Path, this_call: float) -> float:
 
 def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: int = 0, word_clips: int = 100,
              word_free_minutes: float = 60.0, log=lambda m: print(m, file=sys.stderr),
-             speakers: list[str] | None = None) -> dict:
+             speakers: list[str] | None = None, cycles: int = 1) -> dict:
     """Train and test one model per fold (only `speakers`' folds when given: folds are independent and
     resumable, so processes may share them out); -> per speaker, mean, worst and pooled figures."""
     import torch
@@ -198,7 +198,8 @@ def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: 
         member_exports = []
         for r in members:
             over = dict(RECIPES[r], threshold_activates=tuple(fold["threshold_activates"])) if r in RECIPES else {}
-            cfg = TriggerConfig(steps=steps, eval_every=steps, ckpt_every=steps, threads=1, workers=0, seed=seed,
+            cfg = TriggerConfig(steps=steps, cycles=cycles, eval_every=steps, ckpt_every=min(steps, 250), threads=1,
+                                workers=0, seed=seed,
                                 holdout_activates=tuple(fold["test_activates"]),
                                 test_activates=tuple(fold["test_activates"]),
                                 holdout_negatives=tuple(fold["negatives"]), holdout_backgrounds=(fold["background"],),
@@ -224,7 +225,7 @@ def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: 
     f1s = [r["f1"] for r in rows]
     minutes = sum(r["word_free_minutes"] for r in rows)
     fa = sum(r["false_triggers"] for r in rows)
-    return {"recipe": recipe, "steps_per_fold": steps, "batch": TriggerConfig().batch, "folds": rows,
+    return {"recipe": recipe, "steps_per_fold": steps, "cycles": cycles, "batch": TriggerConfig().batch, "folds": rows,
             "mean_f1": round(float(np.mean(f1s)), 4), "worst_f1": round(float(np.min(f1s)), 4),
             "worst_speaker": rows[int(np.argmin(f1s))]["speaker"],
             "word_free_minutes_total": round(minutes, 1), "false_triggers_total": fa,

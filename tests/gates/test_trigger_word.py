@@ -492,3 +492,17 @@ def test_loso_test_clips_leave_out_a_negative_that_would_overflow_the_clip(tmp_p
     assert all(any(p.positive for p in c.placements) for c in with_words)
     assert max(len(c.placements) for c in with_words + free) >= 2
     assert all(c.placements[-1].end <= tl.CLIP_SECONDS - tl.TAIL + 1e-6 for c in with_words + free)
+
+
+def test_a_warm_restart_schedule_begins_as_the_shorter_run_and_starts_again_from_its_warm_up():
+    from gates.train_trigger import TriggerConfig, lr_at
+
+    short, long = TriggerConfig(steps=300, warmup=20), TriggerConfig(steps=600, warmup=20, cycles=2)
+    assert [lr_at(k, long) for k in range(300)] == [lr_at(k, short) for k in range(300)]
+    assert [lr_at(k, long) for k in range(300, 600)] == [lr_at(k, short) for k in range(300)]
+    assert lr_at(299, long) == pytest.approx(0.05 * long.lr, rel=1e-3)      # the first cycle ends at the floor
+    assert lr_at(319, long) == pytest.approx(long.lr)                         # and the second warms up again
+    assert all(lr_at(k, long) >= lr_at(k + 1, long) for k in range(320, 599))
+    one = TriggerConfig(steps=600, warmup=20)
+    assert lr_at(300, one) > 0.4 * one.lr                                      # one cycle: no restart halfway
+
