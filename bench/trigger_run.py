@@ -117,8 +117,7 @@ def loso(a) -> None:
     except Exception as e:           # noqa: BLE001 -- a filled cache still runs
         print(f"could not install the synthesisers ({e}); relying on the cache", file=sys.stderr)
     out = run_loso(a.recipe, a.steps, Path(a.data), Path(a.runs) / a.recipe, DEFAULT_CACHE, a.seed,
-                   a.word_clips, max(a.word_free_minutes, 60.0), speakers=a.speakers, cycles=a.cycles,
-                   hard_steps=a.hard_steps)
+                   a.word_clips, max(a.word_free_minutes, 60.0), speakers=a.speakers, cycles=a.cycles)
     path = Path(a.out) if a.out else ROOT / "docs" / "gates" / f"trigger_loso_{a.recipe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -142,8 +141,6 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=250, help="(--loso) training steps per fold")
     ap.add_argument("--cycles", type=int, default=1, help="(--loso) cosine cycles with warm restarts per "
                     "member (the first of N is a steps/N-step run: its checkpoints resume into the longer run)")
-    ap.add_argument("--hard-steps", type=int, default=0, help="(--loso) then one more cycle of this many steps "
-                    "in which half the other words are near misses of the training voices")
     ap.add_argument("--speakers", nargs="*", help="(--loso) only these speakers' folds (e.g. one process per "
                                                     "pair of folds, then a run of all of them resumes every fold)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "trigger_loso"), help="(--loso) fold run folders (resumable)")

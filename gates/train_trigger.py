@@ -68,8 +68,7 @@ from tqdm import tqdm
 from . import audio_augment as aug
 from . import trigger_metrics as tm
 from .checkpoints import atomic_save
-from .trigger_synth import (CLIP_SECONDS, Clip, MixConfig, Word, compose_like_test, load_word, random_clip,
-                            trim_silence, word_variants)
+from .trigger_synth import CLIP_SECONDS, Clip, MixConfig, Word, load_word, random_clip, trim_silence, word_variants
 from .trigger_word import N_FFT, N_MELS, HOP, RATE, TriggerNet, load_wav, mel_filterbank, save_trigger, spectrogram
 from .tts import FESTIVAL_VOICES, Utterance, install as install_tts, synthesise, training_voices
 
@@ -105,9 +104,6 @@ class TriggerConfig:
     warmup: int = 100
     cycles: int = 1                      # cosine cycles, each with its warm-up (warm restarts): the first of
                                          # N is exactly the schedule of a steps/N-step run
-    hard_steps: int = 0                  # then one more cycle of this many steps in which `hard_share` of the
-    hard_share: float = 0.5              # other words are near misses ("captivate", "active", ...) spoken by
-    hard_negatives: int = 600            # this many more synthetic utterances of the training voices
     weight_decay: float = 1e-4
     label_span: float = 0.5              # seconds of ones after a positive word's end
     freq_mask: int = 8                   # SpecAugment-style: one band of up to this many mels zeroed
@@ -205,17 +201,6 @@ def tts_plan(cfg: TriggerConfig) -> dict[str, list[Utterance]]:
                         u_list[i] = Utterance(u.text.rstrip(".!"), str(rng.choice(FESTIVAL_VOICES)),
                                               int(rng.integers(80, 126)), 0)
         plan[f"{split}_positive"], plan[f"{split}_negative"] = pos, neg
-    hard_rng = np.random.default_rng([cfg.seed, 9])                 # its own stream: the plans above stay as they were
-    train_voices = groups["train"]
-    plan["train_hard"] = [
-        Utterance(str(NEAR_MISSES[int(hard_rng.integers(len(NEAR_MISSES)))]),
-                  str(train_voices[int(hard_rng.integers(len(train_voices)))]), int(hard_rng.integers(110, 230)),
-                  int(hard_rng.integers(15, 86))) for _ in range(cfg.hard_negatives if cfg.hard_steps else 0)]
-    if cfg.festival_share > 0:
-        for i, u in enumerate(plan["train_hard"]):
-            if hard_rng.random() < cfg.festival_share:
-                plan["train_hard"][i] = Utterance(u.text, str(hard_rng.choice(FESTIVAL_VOICES)),
-                                                  int(hard_rng.integers(80, 126)), 0)
     return plan
 
 
@@ -241,29 +226,23 @@ class Pools:
 
 
 def build_pools(files: dict[str, list[Path]], plan_pos: list[Utterance], plan_neg: list[Utterance], variants: int,
-                cache: Path, seed: int, augment_p: float = 0.5, formant: float = 0.0,
-                plan_hard: list[Utterance] = ()) -> Pools:
+                cache: Path, seed: int, augment_p: float = 0.5, formant: float = 0.0) -> Pools:
     rng = np.random.default_rng(seed)
     real_pos = [load_word(f, True, f"activates/{f.name}") for f in files["activates"]]
     real_neg = [load_word(f, False, f"negatives/{f.name}") for f in files["negatives"]]
-    pools = Pools(
+    return Pools(
         positives={"real": word_variants(real_pos, variants, rng, formant=formant),
                    "tts": tts_words(plan_pos, True, cache, rng, augment_p, formant) if plan_pos else []},
         negatives={"real": word_variants(real_neg, max(variants // 2, 1), rng, formant=formant),
                    "tts": tts_words(plan_neg, False, cache, rng, augment_p, formant) if plan_neg else []},
         backgrounds=[load_wav(f) for f in files["backgrounds"]])
-    if plan_hard:      # after the others, from its own stream: the pools above are the same with or without it
-        pools.negatives["hard"] = tts_words(list(plan_hard), False, cache, np.random.default_rng([seed, 9]),
-                                            augment_p, formant)
-    return pools
 
 
 # ------------------------------------------------------------------------------------ batches
 def make_batch(pools: Pools, cfg: TriggerConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Step k's batch, made from (seed, k) alone: B x frames x mels log-mel, B x steps labels."""
     rng = np.random.default_rng([cfg.seed, 2, step])
-    mix = replace(cfg.mix, hard_share=cfg.hard_share) if cfg.hard_steps and step >= cfg.steps else cfg.mix
-    clips = [random_clip(rng, pools.positives, pools.negatives, pools.backgrounds, mix) for _ in range(cfg.batch)]
+    clips = [random_clip(rng, pools.positives, pools.negatives, pools.backgrounds, cfg.mix) for _ in range(cfg.batch)]
     audio = np.stack([c.audio for c in clips])
     if cfg.p_snr_noise:
         for i in range(len(audio)):
@@ -332,18 +311,11 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield make_batch(self.pools, self.cfg, k)
 
 
-def total_steps(cfg: TriggerConfig) -> int:
-    return cfg.steps + cfg.hard_steps
-
-
 def lr_at(step: int, cfg: TriggerConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % of the peak; with `cycles` > 1 the steps are cut into that
-    many equal cycles and each starts again from its warm-up (a warm restart, as in SGDR); the hard-negative
-    steps after them are one more such cycle."""
+    many equal cycles and each starts again from its warm-up (a warm restart, as in SGDR)."""
     length = -(-cfg.steps // max(cfg.cycles, 1))
     k = step % length if cfg.cycles > 1 else step
-    if step >= cfg.steps:
-        length, k = cfg.hard_steps, step - cfg.steps
     if k < cfg.warmup:
         return cfg.lr * (k + 1) / cfg.warmup
     t = min(1.0, (k - cfg.warmup) / max(length - cfg.warmup, 1))
@@ -420,25 +392,6 @@ def validation_set(cfg: TriggerConfig, split: dict, plan: dict, cache: Path) -> 
     return make_val_set(val, cfg)
 
 
-def test_like_validation_set(cfg: TriggerConfig, split: dict, plan: dict, cache: Path, word_clips: int = 100,
-                             word_free_minutes: float = 60.0) -> EvalSet:
-    """Threshold clips composed the way the leave-one-speaker-out test composes its clips
-    (trigger_synth.compose_like_test): the threshold speaker's "activate"s as recorded (the weights never
-    heard them), the training background or generated noise, the training speakers' other words as
-    recorded and the validation voices' synthetic words (none in training), nothing else augmented; an
-    hour of word-free clips. Seeded: the same every call."""
-    if not cfg.threshold_activates:
-        raise ValueError("a test-like validation set needs a threshold speaker (threshold_activates)")
-    rng = np.random.default_rng([cfg.seed, 5])
-    pos = [load_word(f, True, f"activates/{f.name}") for f in split["threshold"]["activates"]]
-    real_neg = [load_word(f, False, f"negatives/{f.name}") for f in split["train"]["negatives"]]
-    tts_neg = [Word(x, len(x), False, f"tts-val:{u.text}/{u.voice}") for u in plan["val_negative"]
-               for x in [trim_silence(synthesise(u, cache))]]
-    background = np.concatenate([load_wav(f) for f in split["train"]["backgrounds"]])
-    with_words, free = compose_like_test(rng, pos, real_neg, tts_neg, background, word_clips, word_free_minutes)
-    return EvalSet(with_words, free)
-
-
 def config_from_dict(d: dict) -> TriggerConfig:
     """A TriggerConfig from its JSON form (a checkpoint's "config", a run's config.json)."""
     known = TriggerConfig.__dataclass_fields__
@@ -464,7 +417,7 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
     plan = tts_plan(cfg)
     t0 = time.time()
     train = build_pools(split["train"], plan["train_positive"], plan["train_negative"], cfg.real_variants, cache,
-                        cfg.seed, cfg.tts_augment_p, cfg.formant, plan["train_hard"])
+                        cfg.seed, cfg.tts_augment_p, cfg.formant)
     val_set = validation_set(cfg, split, plan, cache)
     log(json.dumps({"pools": {k: len(v) for k, v in {**{f"pos_{a}": b for a, b in train.positives.items()},
                                                       **{f"neg_{a}": b for a, b in train.negatives.items()}}.items()},
@@ -480,10 +433,10 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
         log(json.dumps({"resumed_at": step}))
-    stream = (torch.utils.data.DataLoader(BatchStream(train, cfg, step, total_steps(cfg)), batch_size=None,
+    stream = (torch.utils.data.DataLoader(BatchStream(train, cfg, step, cfg.steps), batch_size=None,
                                           num_workers=cfg.workers, prefetch_factor=4) if cfg.workers
-              else (make_batch(train, cfg, k) for k in range(step, total_steps(cfg))))
-    with open(out / "log.jsonl", "a") as logf, tqdm(total=total_steps(cfg), initial=step, desc="train", unit="step",
+              else (make_batch(train, cfg, k) for k in range(step, cfg.steps)))
+    with open(out / "log.jsonl", "a") as logf, tqdm(total=cfg.steps, initial=step, desc="train", unit="step",
                                                      file=sys.stderr) as bar:
         losses = []
         for x, y in stream:
@@ -493,9 +446,9 @@ def run(cfg: TriggerConfig, data_dir: Path, out: Path, cache: Path, export: Path
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            if step % cfg.ckpt_every == 0 or step == total_steps(cfg):
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 _save_state(state_path, model, opt, step, cfg)
-            if step % cfg.eval_every == 0 or step == total_steps(cfg):
+            if step % cfg.eval_every == 0 or step == cfg.steps:
                 rec = {"step": step, "loss": round(float(np.mean(losses[-cfg.eval_every:])), 5),
                        "lr": lr_at(step - 1, cfg), "val": evaluate(model, val_set, cfg),
                        "elapsed_s": round(time.time() - t0, 1)}
@@ -535,8 +488,6 @@ def main(argv=None):
     ap.add_argument("--seed", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cycles", type=int, help="cosine cycles with warm restarts (default 1)")
-    ap.add_argument("--hard-steps", type=int, help="then one more cycle of this many steps, half the other words "
-                                                   "near misses (default 0)")
     ap.add_argument("--workers", type=int, help="processes making batches (0: in the training process)")
     ap.add_argument("--tts-words", type=int, choices=(0, 1), default=1,
                     help="0: no synthetic voices (real recordings only; no espeak-ng or cache needed)")
@@ -554,8 +505,7 @@ def main(argv=None):
     from .tts import DEFAULT_CACHE
 
     over = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "seed": a.seed, "threads": a.threads,
-                                "workers": a.workers, "cycles": a.cycles,
-                                "hard_steps": a.hard_steps}.items()
+                                "workers": a.workers, "cycles": a.cycles}.items()
             if v is not None}
     if a.recipe in RECIPES:
         over = {**RECIPES[a.recipe], **over}

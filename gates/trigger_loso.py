@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import audio_augment as aug
 from . import trigger_metrics as tm
-from .trigger_synth import CLIP_SECONDS, Clip, Word, compose_like_test, load_word, trim_silence
-from .trigger_word import events, load_wav
+from .trigger_synth import CLIP_SAMPLES, CLIP_SECONDS, Clip, Word, compose, fit_background, fits, load_word, trim_silence
+from .trigger_word import RATE, events, load_wav
 
 N_TEST_NEGATIVES = 4
+GAP, TAIL = 0.2, 0.3           # seconds between the test clips' words, and kept free at a clip's end
 # recipes that are ensembles: their members' recipes (gates/trigger_ensemble.py), trained per fold
 PAIRS = {"pair": ("robust", "accents")}
 
@@ -81,7 +83,33 @@ def test_set(root: Path, fold: dict, n_word_clips: int, word_free_minutes: float
     real_neg = [load_word(root / "negatives" / n, False, f"negatives/{n}") for n in fold["negatives"]]
     tts_neg = test_voice_words(160, seed, cache)
     bg_src = load_wav(root / "backgrounds" / fold["background"])
-    return compose_like_test(rng, pos, real_neg, tts_neg, bg_src, n_word_clips, word_free_minutes)
+
+    def negative() -> tuple[Word, float]:
+        if rng.random() < 0.5:
+            return real_neg[int(rng.integers(len(real_neg)))], aug.db_to_gain(float(rng.uniform(-6, 6)))
+        w = tts_neg[int(rng.integers(len(tts_neg)))]
+        return w, aug.db_to_gain(float(rng.uniform(-36, -16))) / max(aug.rms(w.audio), 1e-6)
+
+    def clip(n_pos: int, n_neg: int, noise_only: bool = False) -> Clip:
+        if noise_only:
+            bg = aug.db_to_gain(float(rng.uniform(-55, -25))) * aug.coloured_noise(rng, CLIP_SAMPLES,
+                                                                                   float(rng.uniform(0, 2)))
+        else:
+            bg = fit_background(bg_src, rng) * aug.db_to_gain(float(rng.uniform(-3, 3)))
+        words = [pos[int(rng.integers(len(pos)))] for _ in range(n_pos)]
+        gains = [aug.db_to_gain(float(rng.uniform(-6, 6))) for _ in words]
+        for _ in range(n_neg):
+            w, g = negative()
+            # a negative that would overflow the clip (long real negatives can) is left out
+            if fits([len(x.audio) for x in words + [w]], CLIP_SAMPLES - int(TAIL * RATE), int(GAP * RATE)):
+                words.append(w)
+                gains.append(g)
+        return compose(rng, bg.astype(np.float32), words, gains, min_gap=GAP, tail_reserve=TAIL)
+
+    with_words = [clip(int(rng.integers(1, 4)), int(rng.integers(0, 4))) for _ in range(n_word_clips)]
+    n_free = int(np.ceil(word_free_minutes * 60 / CLIP_SECONDS))
+    free = [clip(0, int(rng.integers(1, 5)), noise_only=rng.random() < 0.25) for _ in range(n_free)]
+    return with_words, free
 
 
 def positives(c: Clip) -> list[tuple[float, float]]:
@@ -147,7 +175,7 @@ def training_seconds(run_dir: Path, this_call: float) -> float:
 
 def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: int = 0, word_clips: int = 100,
              word_free_minutes: float = 60.0, log=lambda m: print(m, file=sys.stderr),
-             speakers: list[str] | None = None, cycles: int = 1, hard_steps: int = 0) -> dict:
+             speakers: list[str] | None = None, cycles: int = 1) -> dict:
     """Train and test one model per fold (only `speakers`' folds when given: folds are independent and
     resumable, so processes may share them out); -> per speaker, mean, worst and pooled figures."""
     import torch
@@ -170,8 +198,7 @@ def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: 
         member_exports = []
         for r in members:
             over = dict(RECIPES[r], threshold_activates=tuple(fold["threshold_activates"])) if r in RECIPES else {}
-            cfg = TriggerConfig(steps=steps, cycles=cycles, hard_steps=hard_steps, eval_every=steps + hard_steps,
-                                ckpt_every=min(steps, 250), threads=1,
+            cfg = TriggerConfig(steps=steps, cycles=cycles, eval_every=steps, ckpt_every=min(steps, 250), threads=1,
                                 workers=0, seed=seed,
                                 holdout_activates=tuple(fold["test_activates"]),
                                 test_activates=tuple(fold["test_activates"]),
@@ -195,18 +222,10 @@ def run_loso(recipe: str, steps: int, data: Path, out: Path, cache: Path, seed: 
         rows.append(row)
     if not rows:
         raise ValueError(f"no fold for speakers {speakers}")
-    return summarise(rows, recipe=recipe, steps_per_fold=steps, cycles=cycles, hard_steps=hard_steps,
-                     batch=TriggerConfig().batch)
-
-
-def summarise(rows: list[dict], **about) -> dict:
-    """The folds' rows with their mean, worst and pooled figures and the acceptance of the trigger-word
-    issue; `about` (recipe, steps, ...) leads."""
-    rows = sorted(rows, key=lambda r: (len(r["speaker"]), r["speaker"]))
     f1s = [r["f1"] for r in rows]
     minutes = sum(r["word_free_minutes"] for r in rows)
     fa = sum(r["false_triggers"] for r in rows)
-    return {**about, "folds": rows,
+    return {"recipe": recipe, "steps_per_fold": steps, "cycles": cycles, "batch": TriggerConfig().batch, "folds": rows,
             "mean_f1": round(float(np.mean(f1s)), 4), "worst_f1": round(float(np.min(f1s)), 4),
             "worst_speaker": rows[int(np.argmin(f1s))]["speaker"],
             "word_free_minutes_total": round(minutes, 1), "false_triggers_total": fa,

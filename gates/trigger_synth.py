@@ -170,7 +170,6 @@ class MixConfig:
     level_db: tuple[float, float] = (-36.0, -16.0)
     p_babble: float = 0.5                 # clips whose background holds distant talk (other words only)
     babble_db: tuple[float, float] = (-55.0, -33.0)
-    hard_share: float = 0.0               # other words drawn from the negatives' "hard" pool (near misses) this often
 
 
 def random_clip(rng: np.random.Generator, positives: dict[str, list[Word]], negatives: dict[str, list[Word]],
@@ -184,13 +183,8 @@ def random_clip(rng: np.random.Generator, positives: dict[str, list[Word]], nega
         pool = pools[kind]
         return pool[int(rng.integers(len(pool)))]
 
-    def pick_negative() -> Word:
-        if cfg.hard_share and negatives.get("hard") and rng.random() < cfg.hard_share:
-            return negatives["hard"][int(rng.integers(len(negatives["hard"])))]
-        return pick(negatives, cfg.real_negative_share)
-
     words = [pick(positives, cfg.real_positive_share) for _ in range(n_pos)]
-    words += [pick_negative() for _ in range(n_neg)]
+    words += [pick(negatives, cfg.real_negative_share) for _ in range(n_neg)]
     while sum(len(w.audio) for w in words) > 0.8 * CLIP_SAMPLES:           # keep room between words
         words.pop()
     bg = vary_background(backgrounds, rng)
@@ -212,43 +206,3 @@ def word_variants(words: list[Word], per_word: int, rng: np.random.Generator, ke
             out.append(Word(x, end, w.positive, w.source))
     return out
 
-
-
-GAP, TAIL = 0.2, 0.3           # seconds between the test clips' words, and kept free at a clip's end
-
-
-def compose_like_test(rng: np.random.Generator, positives: list[Word], real_negatives: list[Word],
-                      tts_negatives: list[Word], background: np.ndarray, n_word_clips: int,
-                      word_free_minutes: float) -> tuple[list[Clip], list[Clip]]:
-    """Clips composed the way the leave-one-speaker-out test composes them (gates/trigger_loso.py), nothing
-    augmented beyond placement, gain and generated noise:
-      - word clips: 10 s of the background (random circular shift, +-3 dB) with 1-3 "activate"s as recorded
-        (+-6 dB) and 0-3 other words (half real at +-6 dB, half synthetic at -36..-16 dB full scale);
-      - word-free clips (>= `word_free_minutes`): the background, or (a quarter) generated coloured noise,
-        with 1-4 other words per 10 s, never "activate"."""
-    def negative() -> tuple[Word, float]:
-        if rng.random() < 0.5:
-            return real_negatives[int(rng.integers(len(real_negatives)))], aug.db_to_gain(float(rng.uniform(-6, 6)))
-        w = tts_negatives[int(rng.integers(len(tts_negatives)))]
-        return w, aug.db_to_gain(float(rng.uniform(-36, -16))) / max(aug.rms(w.audio), 1e-6)
-
-    def clip(n_pos: int, n_neg: int, noise_only: bool = False) -> Clip:
-        if noise_only:
-            bg = aug.db_to_gain(float(rng.uniform(-55, -25))) * aug.coloured_noise(rng, CLIP_SAMPLES,
-                                                                                   float(rng.uniform(0, 2)))
-        else:
-            bg = fit_background(background, rng) * aug.db_to_gain(float(rng.uniform(-3, 3)))
-        words = [positives[int(rng.integers(len(positives)))] for _ in range(n_pos)]
-        gains = [aug.db_to_gain(float(rng.uniform(-6, 6))) for _ in words]
-        for _ in range(n_neg):
-            w, g = negative()
-            # a negative that would overflow the clip (long real negatives can) is left out
-            if fits([len(x.audio) for x in words + [w]], CLIP_SAMPLES - int(TAIL * RATE), int(GAP * RATE)):
-                words.append(w)
-                gains.append(g)
-        return compose(rng, bg.astype(np.float32), words, gains, min_gap=GAP, tail_reserve=TAIL)
-
-    with_words = [clip(int(rng.integers(1, 4)), int(rng.integers(0, 4))) for _ in range(n_word_clips)]
-    n_free = int(np.ceil(word_free_minutes * 60 / CLIP_SECONDS))
-    free = [clip(0, int(rng.integers(1, 5)), noise_only=rng.random() < 0.25) for _ in range(n_free)]
-    return with_words, free

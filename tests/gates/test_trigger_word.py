@@ -474,7 +474,7 @@ def test_an_ensemble_refuses_members_trained_on_different_hold_outs(tmp_path):
 
 def test_loso_test_clips_leave_out_a_negative_that_would_overflow_the_clip(tmp_path, monkeypatch):
     import gates.trigger_loso as tl
-    from gates.trigger_synth import CLIP_SECONDS, TAIL, Word
+    from gates.trigger_synth import Word
 
     root = tmp_path / "trigger_word"
     lengths = {"activates": (["1.wav", "2.wav", "3.wav", "4_act2.wav"], 0.8),
@@ -491,7 +491,7 @@ def test_loso_test_clips_leave_out_a_negative_that_would_overflow_the_clip(tmp_p
     assert len(with_words) == 40 and len(free) == 12
     assert all(any(p.positive for p in c.placements) for c in with_words)
     assert max(len(c.placements) for c in with_words + free) >= 2
-    assert all(c.placements[-1].end <= CLIP_SECONDS - TAIL + 1e-6 for c in with_words + free)
+    assert all(c.placements[-1].end <= tl.CLIP_SECONDS - tl.TAIL + 1e-6 for c in with_words + free)
 
 
 def test_a_warm_restart_schedule_begins_as_the_shorter_run_and_starts_again_from_its_warm_up():
@@ -506,48 +506,3 @@ def test_a_warm_restart_schedule_begins_as_the_shorter_run_and_starts_again_from
     one = TriggerConfig(steps=600, warmup=20)
     assert lr_at(300, one) > 0.4 * one.lr                                      # one cycle: no restart halfway
 
-
-def _word(source: str, positive: bool = False, seconds: float = 0.3) -> Word:
-    x = (0.1 * np.sin(np.arange(int(seconds * RATE)) * 0.05)).astype(np.float32)
-    return Word(x, len(x), positive, source)
-
-
-def test_the_hard_stage_draws_near_misses_only_when_asked_and_leaves_the_other_clips_as_they_were():
-    from dataclasses import replace
-
-    from gates.trigger_synth import MixConfig, random_clip
-
-    pos = {"real": [_word("activates/a.wav", True)], "tts": []}
-    neg = {"real": [_word("negatives/n.wav")], "tts": [_word("tts:hello/en-us")]}
-    hard = dict(neg, hard=[_word("tts:captivate/en-gb")])
-    bgs = [np.zeros(RATE, np.float32)]
-    mix = MixConfig(p_no_positive=1.0, p_babble=0.0)
-
-    def sources(negatives, m, seed=3):
-        rng = np.random.default_rng(seed)
-        return [[p.source for p in random_clip(rng, pos, negatives, bgs, m).placements] for _ in range(40)]
-
-    assert sources(hard, mix) == sources(neg, mix)                  # a hard pool alone changes nothing
-    every = [s for c in sources(hard, replace(mix, hard_share=1.0)) for s in c]
-    assert every and set(every) == {"tts:captivate/en-gb"}
-    half = [s for c in sources(hard, replace(mix, hard_share=0.5)) for s in c]
-    assert 0.3 < half.count("tts:captivate/en-gb") / len(half) < 0.7
-
-
-def test_the_hard_stage_is_one_more_cycle_of_training_voices_and_leaves_the_plan_before_it_alone():
-    from dataclasses import replace
-
-    from gates.train_trigger import RECIPES, TriggerConfig, lr_at, total_steps, tts_plan
-    from gates.tts import test_voices
-
-    cfg = TriggerConfig(**RECIPES["robust"], steps=600, cycles=2, hard_steps=200, hard_negatives=50, warmup=20)
-    plain = replace(cfg, hard_steps=0)
-    assert total_steps(cfg) == 800 and total_steps(plain) == 600
-    assert [lr_at(k, cfg) for k in range(600)] == [lr_at(k, plain) for k in range(600)]
-    assert lr_at(619, cfg) == pytest.approx(cfg.lr) and lr_at(799, cfg) == pytest.approx(0.05 * cfg.lr, rel=1e-2)
-    plan, before = tts_plan(cfg), tts_plan(plain)
-    assert {k: v for k, v in plan.items() if k != "train_hard"} == {k: v for k, v in before.items() if k != "train_hard"}
-    assert before["train_hard"] == [] and len(plan["train_hard"]) == 50
-    from gates.train_trigger import NEAR_MISSES
-    held = {u.voice for u in plan["val_positive"] + plan["val_negative"]} | set(test_voices())
-    assert all(u.text in NEAR_MISSES and u.voice not in held for u in plan["train_hard"])
