@@ -315,7 +315,7 @@ def lr_at(step: int, cfg: TriggerConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % of the peak; with `cycles` > 1 the steps are cut into that
     many equal cycles and each starts again from its warm-up (a warm restart, as in SGDR)."""
     length = -(-cfg.steps // max(cfg.cycles, 1))
-    k = step % length if cfg.cycles > 1 else step
+    k = step % length
     if k < cfg.warmup:
         return cfg.lr * (k + 1) / cfg.warmup
     t = min(1.0, (k - cfg.warmup) / max(length - cfg.warmup, 1))

@@ -7,7 +7,7 @@
 # Hold-out: speaker 3 and the voice of 3.wav (the test of bench/trigger_run.py), four negatives,
 # backgrounds/2.wav. espeak-ng and festival come from Debian's packages (installed on first use).
 # About 14 minutes on 2 cores (the members train side by side); each run resumes from its folder.
-# Usage: [DATA=../shared/data] [RUNS=runs/trigger-pair] [STEPS=750] [CYCLES=1] scripts/train_trigger.sh OUT.pt
+# Usage: [DATA=../shared/data] [RUNS=runs/trigger-pair] [STEPS=750] scripts/train_trigger.sh OUT.pt
 #        then .venv/bin/python bench/trigger_run.py --checkpoint OUT.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +15,10 @@ OUT=${1:?usage: scripts/train_trigger.sh OUT.pt}
 DATA=${FACEGATE_DATA:-${DATA:-../shared/data}}
 RUNS=${RUNS:-runs/trigger-pair}
 STEPS=${STEPS:-750}
-CYCLES=${CYCLES:-1}
 mkdir -p "$RUNS"
 pids=()
 for recipe in robust accents; do
-  .venv/bin/python -m gates.train_trigger --recipe "$recipe" --data "$DATA" --steps "$STEPS" --cycles "$CYCLES" --seed 0 \
+  .venv/bin/python -m gates.train_trigger --recipe "$recipe" --data "$DATA" --steps "$STEPS" --seed 0 \
     --threads 1 --workers 0 --holdout-activates 1.wav 2.wav 3.wav 3_act2.wav 3_act3.wav \
     --test-activates 3.wav 3_act2.wav 3_act3.wav --threshold-activates 4_act2.wav \
     --out "$RUNS/$recipe" --export "$RUNS/$recipe.pt" > "$RUNS/$recipe.json" &
