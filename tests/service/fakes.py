@@ -299,8 +299,16 @@ class ServerThread:
 
     def stop(self):
         import asyncio
+        import gc
 
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(10)
+        async def stop_and_release():
+            # the aio server's objects are freed here, on their loop while it runs, rather than by a
+            # later garbage collection on another thread (a failed test's traceback holds them)
+            await self.server.stop(None)
+            self.server = None
+            gc.collect()
+
+        asyncio.run_coroutine_threadsafe(stop_and_release(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
