@@ -263,16 +263,17 @@ def fake_pipeline(data_dir, embedder: FakeEmbedder | None = None, gates: bool = 
 class ServerThread:
     """service.server.create_server on a real port (settings.listen, e.g. 127.0.0.1:0), its
     asyncio loop in a thread of this process, around `pipeline` (service.server.Deps). With
-    settings.metrics_listen, `metrics` (service.metrics.Metrics) serves /metrics there."""
+    settings.metrics_listen, `metrics` (service.metrics.Metrics) serves /metrics there. `deps`: the
+    server's dependencies as service.server.build_deps made them (the real models), else Deps(pipeline)."""
 
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, deps=None):
         import asyncio
         import threading
 
         from service.server import Deps, create_server
 
         self.pipeline = pipeline
-        self.deps = Deps(pipeline)
+        self.deps = deps or Deps(pipeline)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         failed: list[BaseException] = []

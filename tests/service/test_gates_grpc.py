@@ -3,9 +3,7 @@ face models can be watched: forward hooks on MTCNN's networks and on the encoder
 call. Trigger word first, then day/night, then the face models (ARCHITECTURE.md)."""
 from __future__ import annotations
 
-import asyncio
 import io
-import threading
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from service.client import Client, RpcFailed
 from service.settings import Settings
 from service.sites import SiteStore
 from service.thresholds import ThresholdStore
+from tests.service.fakes import ServerThread
 
 pytestmark = pytest.mark.slow     # the real models in a real server (fakes: test_grpc_decisions.py)
 
@@ -35,29 +34,15 @@ def wav_bytes(x: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-class InProcessServer:
+class InProcessServer(ServerThread):
+    """The server on the real models (service.server.build_deps), in a thread of this process."""
+
     def __init__(self, settings: Settings):
-        from service.server import build_deps, create_server
+        from service.server import build_deps
 
-        self.deps = build_deps(settings)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.server, self.port = self.loop.run_until_complete(create_server(settings, self.deps))
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(120), "server did not start"
-        self.client = Client(f"127.0.0.1:{self.port}", timeout=60)
-
-    def stop(self):
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(20)
+        deps = build_deps(settings)
+        super().__init__(deps.pipeline, deps)
+        self.client = Client(self.address, timeout=60)
 
 
 class FaceModelCalls:
